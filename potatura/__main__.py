@@ -1,0 +1,3 @@
+from potatura.cli import main
+
+main()

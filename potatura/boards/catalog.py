@@ -1,0 +1,1 @@
+"""Board catalog (placeholder until the catalog issue lands)."""

@@ -1,0 +1,172 @@
+"""Datasets: scikit-learn's bundled digits (the embedded default), IDX files, numpy arrays.
+
+`load_dataset(cfg, seed)` returns a DatasetSplits with float32 NCHW tensors normalized with the
+training split's mean and std (stored with the run), int64 labels, and deterministic
+train/validation/test splits drawn from the seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from potatura.data.idx import find_idx_pair, read_idx, write_idx
+from potatura.errors import DataError
+
+__all__ = ["DatasetSplits", "load_dataset", "read_idx", "write_idx", "find_data_dir", "DEBIAN_DATASETS"]
+
+# Where Debian's dataset packages install (dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).
+DEBIAN_DATASETS = Path("/usr/share/datasets")
+_FOLDER_NAMES = {"mnist": ("mnist", "MNIST"), "fashion-mnist": ("fashion-mnist", "FashionMNIST", "fashion_mnist")}
+_CLASS_NAMES = {
+    "fashion-mnist": [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ],
+}
+
+
+@dataclass
+class DatasetSplits:
+    """Train/validation/test tensors; x are float32 [N, C, H, W], y are int64 [N]."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    mean: float = 0.0
+    std: float = 1.0
+    class_names: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def stats(self) -> dict:
+        """What a later stage (or the board) needs to feed raw data: normalization and shapes."""
+        return {
+            "dataset": self.name,
+            "source": self.source,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "mean": self.mean,
+            "std": self.std,
+            "sizes": {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)},
+            "class_names": self.class_names,
+        }
+
+
+def find_data_dir(dataset: str, data_dir: Optional[Path]) -> Path:
+    """The folder holding IDX files: explicit, then $POTATURA_DATA, then Debian's location."""
+    tried = []
+    roots = []
+    if data_dir is not None:
+        roots.append(Path(data_dir))
+    if os.environ.get("POTATURA_DATA"):
+        roots.append(Path(os.environ["POTATURA_DATA"]))
+    roots.append(DEBIAN_DATASETS)
+    for root in roots:
+        for sub in ("",) + _FOLDER_NAMES.get(dataset, ()):
+            folder = root / sub if sub else root
+            tried.append(str(folder))
+            if folder.is_dir() and any(folder.glob("train-images*")):
+                return folder
+    hint = ""
+    if dataset == "fashion-mnist":
+        hint = " (install it with: apt-get install dataset-fashion-mnist)"
+    raise DataError(f"dataset {dataset!r}: no IDX files found in {', '.join(tried)}{hint}")
+
+
+def _split_indices(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    perm = rng.permutation(n)
+    n_hold = max(1, int(round(n * fraction)))
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+
+
+def _load_raw(cfg) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray], str]:
+    """(x_train, y_train, x_test, y_test, source) as numpy; x is [N, C, H, W] or [N, H, W]."""
+    if cfg.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images.astype(np.float32) / 16.0, d.target.astype(np.int64), None, None, "sklearn.datasets.load_digits"
+    if cfg.dataset in ("mnist", "fashion-mnist", "idx"):
+        folder = find_data_dir(cfg.dataset, cfg.data_dir)
+        xs, ys = [], []
+        for split in ("train", "t10k"):
+            img_path, lbl_path = find_idx_pair(folder, split)
+            x, y = read_idx(img_path), read_idx(lbl_path)
+            if x.ndim not in (3, 4):
+                raise DataError(f"{img_path}: images must have 3 or 4 dimensions, file has {x.ndim}")
+            if y.ndim != 1:
+                raise DataError(f"{lbl_path}: labels must have 1 dimension, file has {y.ndim}")
+            if len(x) != len(y):
+                raise DataError(f"{img_path}: {len(x)} images but {lbl_path.name} has {len(y)} labels")
+            scale = 255.0 if x.dtype == np.uint8 else 1.0
+            xs.append(x.astype(np.float32) / scale)
+            ys.append(y.astype(np.int64))
+        return xs[0], ys[0], xs[1], ys[1], str(folder)
+    if cfg.dataset == "npz":
+        path = Path(cfg.path)
+        try:
+            arrays = np.load(path)
+        except Exception as exc:  # numpy raises many kinds here
+            raise DataError(f"{path}: cannot read .npz: {exc}") from None
+        missing = [k for k in ("x_train", "y_train") if k not in arrays]
+        if missing:
+            raise DataError(f"{path}: missing arrays {missing}; expected x_train, y_train (and x_test, y_test)")
+        x_test = arrays["x_test"].astype(np.float32) if "x_test" in arrays else None
+        y_test = arrays["y_test"].astype(np.int64) if "y_test" in arrays else None
+        return arrays["x_train"].astype(np.float32), arrays["y_train"].astype(np.int64), x_test, y_test, str(path)
+    raise DataError(f"unknown dataset {cfg.dataset!r}")
+
+
+def load_dataset(cfg, seed: int = 0) -> DatasetSplits:
+    """Load the dataset described by a DataConfig and split it deterministically from `seed`."""
+    x, y, x_test, y_test, source = _load_raw(cfg)
+    rng = np.random.default_rng(seed)
+    if x_test is None:
+        keep, hold = _split_indices(len(y), cfg.test_fraction, rng)
+        x, y, x_test, y_test = x[keep], y[keep], x[hold], y[hold]
+    if cfg.limit_train is not None and cfg.limit_train < len(y):
+        pick = np.sort(rng.permutation(len(y))[: cfg.limit_train])
+        x, y = x[pick], y[pick]
+    train_idx, val_idx = _split_indices(len(y), cfg.val_fraction, rng)
+
+    def nchw(a: np.ndarray) -> np.ndarray:
+        return a[:, None] if a.ndim == 3 else a
+
+    x, x_test = nchw(x), nchw(x_test)
+    if x.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{source}: train images are {x.shape[1:]} but test images are {x_test.shape[1:]}")
+    x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    mean, std = 0.0, 1.0
+    if cfg.normalize:
+        mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    labels = np.concatenate([y_train, y_val, y_test])
+    if labels.min() < 0:
+        raise DataError(f"{source}: negative class label {labels.min()}")
+    num_classes = int(labels.max()) + 1
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))
+
+    return DatasetSplits(
+        name=cfg.dataset,
+        x_train=t(x_train), y_train=torch.from_numpy(y_train),
+        x_val=t(x_val), y_val=torch.from_numpy(y_val),
+        x_test=t(x_test), y_test=torch.from_numpy(y_test),
+        num_classes=num_classes, mean=mean, std=std,
+        class_names=_CLASS_NAMES.get(cfg.dataset, [str(i) for i in range(num_classes)]),
+        source=source,
+    )
