@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 from torch import nn
@@ -15,12 +16,12 @@ from potatura.models.vgg import VGG
 _ZOO: dict[str, Callable[..., nn.Module]] = {
     "lenet300": LeNet300,
     "lenet5": LeNet5,
-    "vgg-small": lambda s, n, **kw: VGG(s, n, layout="vgg-small", **kw),
-    "vgg11": lambda s, n, **kw: VGG(s, n, layout="vgg11", **kw),
-    "vgg16": lambda s, n, **kw: VGG(s, n, layout="vgg16", **kw),
-    "resnet8": lambda s, n, **kw: ResNetCifar(s, n, depth=8, **kw),
-    "resnet20": lambda s, n, **kw: ResNetCifar(s, n, depth=20, **kw),
-    "resnet32": lambda s, n, **kw: ResNetCifar(s, n, depth=32, **kw),
+    "vgg-small": partial(VGG, layout="vgg-small"),
+    "vgg11": partial(VGG, layout="vgg11"),
+    "vgg16": partial(VGG, layout="vgg16"),
+    "resnet8": partial(ResNetCifar, depth=8),
+    "resnet20": partial(ResNetCifar, depth=20),
+    "resnet32": partial(ResNetCifar, depth=32),
     "densenet-small": SmallDenseNet,
 }
 

@@ -1,0 +1,122 @@
+"""The flow runner: run directory, manifest, caching, --from/--to, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from potatura.config import load_config
+from potatura.errors import ConfigError
+from potatura.flow import run_flow
+from potatura.models import load_model_file
+
+FLOW = """
+name: tiny
+seed: 5
+runs_dir: {runs}
+stages: [train]
+model:
+  name: lenet300
+  options: {{hidden: [24, 12]}}
+train:
+  method: none
+  epochs: {epochs}
+  batch_size: {batch}
+"""
+
+
+def _flow(tmp_path, epochs=2, batch=64):
+    path = tmp_path / "flow.yaml"
+    path.write_text(FLOW.format(runs=tmp_path / "runs", epochs=epochs, batch=batch))
+    return path
+
+
+def test_run_writes_the_run_directory(tmp_path):
+    cfg = load_config(_flow(tmp_path))
+    outcomes = run_flow(cfg)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert [(o.name, o.status) for o in outcomes] == [("train", "done")]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    rec = manifest["stages"]["train"]
+    assert rec["status"] == "done" and rec["seconds"] > 0 and len(rec["input_hash"]) == 64
+    assert rec["tool_versions"]["torch"].startswith("2.13.0")
+    assert set(rec["outputs"]) >= {"model", "metrics", "summary", "data_stats"}
+    for out in rec["outputs"].values():
+        assert (run_dir / out["path"]).exists() and len(out["sha256"]) == 64
+    assert load_config(run_dir / "config.yaml") == cfg  # the resolved config round-trips
+    assert "stage train: done" in (run_dir / "run.log").read_text()
+    stats = json.loads((run_dir / "train" / "data_stats.json").read_text())
+    assert stats["input_shape"] == [1, 8, 8] and stats["std"] > 0
+    assert json.loads((run_dir / "time_per_stage.json").read_text())["train"] == rec["seconds"]
+    assert not list(run_dir.rglob(".*.tmp")), "no temporary files left behind"
+
+
+def test_unchanged_inputs_skip_changed_inputs_rerun(tmp_path):
+    flow = _flow(tmp_path)
+    run_flow(load_config(flow))
+    model_path = tmp_path / "runs" / "tiny" / "train" / "model.pt"
+    mtime = model_path.stat().st_mtime_ns
+    assert [o.status for o in run_flow(load_config(flow))] == ["skipped"]
+    assert model_path.stat().st_mtime_ns == mtime
+    # a changed hyperparameter reruns the stage
+    assert [o.status for o in run_flow(load_config(flow, {"train": {"batch_size": 32}}))] == ["done"]
+    # a damaged output reruns the stage
+    model_path.write_bytes(b"garbage")
+    assert [o.status for o in run_flow(load_config(flow, {"train": {"batch_size": 32}}))] == ["done"]
+    load_model_file(model_path)
+    # --from forces the named stage
+    assert [o.status for o in run_flow(load_config(flow, {"train": {"batch_size": 32}}), from_stage="train")] == ["done"]
+
+
+def test_from_and_to_reject_unknown_stages(tmp_path):
+    cfg = load_config(_flow(tmp_path))
+    with pytest.raises(ConfigError, match="--from synth: not a stage of this flow"):
+        run_flow(cfg, from_stage="synth")
+
+
+def test_bad_config_leaves_earlier_run_intact(tmp_path):
+    flow = _flow(tmp_path)
+    run_flow(load_config(flow))
+    run_dir = tmp_path / "runs" / "tiny"
+    before = (run_dir / "manifest.json").read_text()
+    flow.write_text(flow.read_text().replace("epochs: 2", "epochs: -3"))
+    proc = subprocess.run([sys.executable, "-m", "potatura", "run", str(flow)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "train.epochs" in proc.stderr
+    assert (run_dir / "manifest.json").read_text() == before
+    load_model_file(run_dir / "train" / "model.pt")
+
+
+def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    flow_a, flow_b = _flow(tmp_path / "a", epochs=30, batch=8), _flow(tmp_path / "b", epochs=30, batch=8)
+    env = dict(os.environ, POTATURA_TEST_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "potatura", "run", str(flow_b)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "b" / "runs" / "tiny" / "train" / "last.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "the run ended before writing its first checkpoint"
+    epochs_done = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert 1 <= epochs_done < 30
+    manifest = json.loads((tmp_path / "b" / "runs" / "tiny" / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["status"] == "running"
+
+    outcomes = run_flow(load_config(flow_b))
+    assert [o.status for o in outcomes] == ["done"]
+    log = (tmp_path / "b" / "runs" / "tiny" / "run.log").read_text()
+    assert "stage train: resuming" in log and f"after epoch {epochs_done}" in log
+
+    run_flow(load_config(flow_a))
+    resumed, _ = load_model_file(tmp_path / "b" / "runs" / "tiny" / "train" / "model.pt")
+    straight, _ = load_model_file(tmp_path / "a" / "runs" / "tiny" / "train" / "model.pt")
+    for (name, x), (_, y) in zip(resumed.state_dict().items(), straight.state_dict().items()):
+        assert torch.equal(x, y), name
