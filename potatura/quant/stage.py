@@ -1,0 +1,34 @@
+"""The `quant` stage: simplified float model -> Brevitas (PTQ, optional QAT) -> QONNX + golden IO."""
+
+from __future__ import annotations
+
+from potatura.data import load_dataset
+from potatura.flow import Stage, StageContext
+from potatura.models import load_model_file
+from potatura.quant.pipeline import quantize
+
+
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.config
+    data = load_dataset(cfg.data, cfg.seed)
+    model, _ = load_model_file(ctx.input("simplify", "model"))
+    reference = None
+    if "train" in ctx.inputs and "model" in ctx.inputs["train"]:
+        reference, _ = load_model_file(ctx.input("train", "model"))
+    q = cfg.quant
+    ctx.log.info("quant: %s-bit weights, %s-bit activations, %s scales, %s biases", q.weight_bits, q.act_bits, q.scale,
+                 f"int{q.bias_bits}" if q.bias_bits else "float")
+    outcome = quantize(model, data, q, ctx.out_dir, seed=cfg.seed, train_cfg=cfg.train, log=ctx.log,
+                       progress=ctx.progress, reference_model=reference)
+    if not outcome.summary["hardware_ready"]:
+        ctx.log.warning("quant: not hardware-ready: %s", "; ".join(outcome.summary["hardware_problems"]))
+    return dict(outcome.paths)
+
+
+STAGE = Stage(
+    name="quant",
+    run=run,
+    config_sections=("data", "model", "train", "simplify", "quant"),
+    needs=("train", "simplify"),
+    description="quantize with Brevitas (PTQ, optional QAT), export QONNX, check the integer reference",
+)
