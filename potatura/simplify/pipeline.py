@@ -1,0 +1,121 @@
+"""simplify(model, example_input): fold BN, propagate the constants of dead neurons, remove them."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from potatura.errors import UnsupportedError
+from potatura.simplify.fold import fold_batchnorm
+from potatura.simplify.graph import OpClass, check_single_use, propagate_shapes, trace
+from potatura.simplify.propagate import analyse
+from potatura.simplify.remove import apply_plan
+from potatura.simplify.report import count_parameters, layer_sizes
+
+BIAS_MAP_NOTE = ("layers listed in bias_map_layers add a per-position bias map [C, H, W] after the convolution "
+                 "(removed channels with a non-zero constant meet zero padding): exact, valid only at the input "
+                 "size simplified for; a hardware backend must support it or refuse the model")
+
+
+@dataclass
+class SimplifyResult:
+    """The simplified model (a torch.fx GraphModule of plain layers, eval mode) and its summary (JSON-able)."""
+
+    model: fx.GraphModule
+    summary: dict
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: bool = True) -> SimplifyResult:
+    """Remove the pruned neurons of `model` (all-zero weight rows/filters) so it computes the same logits.
+
+    example_input: one input of the shape the model will see, [1, C, H, W] or [1, F] (a larger
+    batch is cut to its first sample). `model` is not modified. Raises UnsupportedError naming the
+    layer when the model cannot be traced or holds a layer simplify does not know.
+    """
+    start = time.perf_counter()
+    if not isinstance(example_input, torch.Tensor) or example_input.dim() not in (2, 4) or len(example_input) < 1:
+        shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
+        raise UnsupportedError(f"simplify: example input must be a tensor [N, C, H, W] or [N, F], got {shape}")
+    dtype = _model_dtype(model)
+    x64 = example_input[:1].detach().to(torch.float64)
+
+    work = copy.deepcopy(model).eval()
+    gm = trace(work)
+    check_single_use(gm)
+    gm = gm.to(torch.float64)
+    propagate_shapes(gm, x64)
+    folded = fold_batchnorm(gm)
+    propagate_shapes(gm, x64)
+    plan = analyse(gm, x64)
+    changes = apply_plan(plan, allow_bias_maps=allow_bias_maps)
+    gm = gm.to(dtype).eval()
+    seconds = time.perf_counter() - start
+
+    before = layer_sizes(model, example_input[:1])
+    after = layer_sizes(gm, example_input[:1])
+    folded_into = {conv: bn for conv, bn in folded}
+    by_name = {c.name: c for c in changes}
+    layers = []
+    for name, b in before.items():
+        if b["type"] not in ("Conv2d", "Linear"):
+            continue
+        a = after.get(name, {"in": 0, "out": 0, "params": 0, "macs": 0})
+        c = by_name.get(name)
+        row = {"layer": name, "type": b["type"], "in_before": b["in"], "in_after": a["in"],
+               "out_before": b["out"], "out_after": a["out"],
+               "params_before": b["params"] + (before.get(folded_into[name], {}).get("params", 0)
+                                               if name in folded_into else 0),
+               "params_after": a["params"], "macs_before": b["macs"], "macs_after": a["macs"],
+               "batchnorm_folded": folded_into.get(name), "constants_folded": c.folded_constants if c else 0,
+               "bias_map": c.bias_map if c else None}
+        if c and c.notes:
+            row["notes"] = c.notes
+        layers.append(row)
+
+    residual = []
+    concats = []
+    for node, op in plan.ops.items():
+        if op.op_class is OpClass.ELEMENTWISE:
+            info = plan.infos[node]
+            residual.append({"node": node.name, "operands": [i.name for i in op.inputs],
+                             "channels_before": info.units, "channels_after": int(plan.kept_units(node).sum())})
+        elif op.op_class is OpClass.CONCAT:
+            info = plan.infos[node]
+            concats.append({"node": node.name, "inputs": [i.name for i in op.inputs],
+                            "channels_before": int(info.unit_sizes.sum()),
+                            "channels_after": int(info.expand(plan.kept_units(node)).sum())})
+    opaque = [n.name for n, op in plan.ops.items() if op.op_class is OpClass.OPAQUE]
+    kept_bn = [c.name for c in changes if c.kind.startswith("BatchNorm")]
+    bias_maps = [{"layer": c.name, "shape": c.bias_map} for c in changes if c.bias_map]
+    bias_map_values = sum(v["params"] for v in after.values() if v["type"] == "BiasMap")
+    summary = {
+        "input_shape": list(example_input.shape[1:]),
+        "parameters_before": count_parameters(model),
+        "parameters_after": count_parameters(gm),
+        "bias_map_values": bias_map_values,
+        "macs_before": sum(v["macs"] for v in before.values()),
+        "macs_after": sum(v["macs"] for v in after.values()),
+        "layers": layers,
+        "batchnorm_folded": [{"layer": conv, "batchnorm": bn} for conv, bn in folded],
+        "batchnorm_kept": kept_bn,
+        "bias_map_layers": bias_maps,
+        "bias_map_note": BIAS_MAP_NOTE if bias_maps else None,
+        "residual_adds": residual,
+        "concatenations": concats,
+        "kept_whole": opaque,
+        "seconds": seconds,
+        "counted": "parameters_after includes bias map values; MACs count Conv2d/Linear multiply-accumulates "
+                   "per sample",
+    }
+    return SimplifyResult(gm, summary)

@@ -1,0 +1,289 @@
+"""Channel analysis: which channels are constant, which are tied together, which must stay.
+
+One pass over the (BN-folded, float64) graph computes, for every tensor with channels:
+
+- its units: the removable pieces along dim 1 (a channel of an [N, C, H, W] map; after a
+  flatten, the H*W features a channel owns; a feature of a Linear's output);
+- which units are constant. A Conv2d/Linear output unit is constant when its weights on every
+  live input unit are zero (a pruned neuron: all-zero weights by absolute value, whatever the
+  sign of their sum); per-channel operators keep constancy; an add is constant only where every
+  operand is; and the constant value itself, computed by running the graph in float64 on a
+  zero input with every live input of a Conv2d/Linear zeroed (exact for constant units, which
+  read only constant units);
+- dependency groups (union-find over all units): units that must be removed together or not
+  at all: input and output of per-channel operators, the operands and output of a residual add
+  (a channel index goes only if dead in every branch), a concatenation's output and its inputs
+  at their offsets, a channel and its H*W flattened features, depthwise input i and output i.
+
+A unit is needed when a consumer reads it: a Conv2d/Linear reads a live input unit through a
+non-zero weight of a kept output unit; the model's outputs, inputs and opaque operators read
+every unit. A group is kept when any member is needed; every other unit is removed, and its
+constant (if any) is folded into the consumers (remove.py). Needs grow monotonically, so the
+fixed point is reached in a few rounds.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from potatura.simplify.graph import NodeOp, OpClass, classify, is_channel_tensor, tensor_shape
+
+
+@dataclass
+class TensorInfo:
+    """Channel facts of one node's output tensor ([1, C, H, W] or [1, F] at batch 1)."""
+
+    node: fx.Node
+    shape: tuple[int, ...]
+    unit_sizes: np.ndarray  # dim-1 entries each unit spans (1 for a channel of a map)
+    offset: int  # first slot of this tensor in the union-find
+    constant: np.ndarray  # bool per unit
+    value: Optional[torch.Tensor] = None  # float64, exact where `constant`
+
+    @property
+    def units(self) -> int:
+        return int(self.unit_sizes.shape[0])
+
+    @property
+    def slots(self) -> slice:
+        return slice(self.offset, self.offset + self.units)
+
+    def expand(self, unit_mask: np.ndarray) -> np.ndarray:
+        """Unit mask -> mask over dim 1 of the tensor."""
+        return np.repeat(unit_mask, self.unit_sizes)
+
+    def channel_mask_tensor(self, unit_mask: np.ndarray) -> torch.Tensor:
+        """A float64 tensor broadcastable over this tensor: 1 on the units of `unit_mask`."""
+        m = torch.from_numpy(self.expand(unit_mask).astype(np.float64))
+        return m.reshape(1, -1, *([1] * (len(self.shape) - 2)))
+
+
+class UnionFind:
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+
+    def add(self, n: int) -> int:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return start
+
+    def find(self, a: int) -> int:
+        root = a
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[a] != root:
+            self.parent[a], a = root, self.parent[a]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def roots(self) -> np.ndarray:
+        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+
+
+@dataclass
+class ChannelPlan:
+    """The analysis of one graph: operator classes, tensor facts and the kept units."""
+
+    gm: fx.GraphModule
+    ops: dict[fx.Node, NodeOp]
+    infos: dict[fx.Node, TensorInfo]
+    kept: np.ndarray  # bool per slot
+    groups: np.ndarray  # union-find root per slot
+    demoted: list[str] = field(default_factory=list)  # nodes analysed as opaque
+
+    def kept_units(self, node: fx.Node) -> np.ndarray:
+        return self.kept[self.infos[node].slots]
+
+
+def _conv_kind(conv: nn.Conv2d) -> str:
+    if conv.groups == 1:
+        return "dense"
+    if conv.groups == conv.in_channels == conv.out_channels:
+        return "depthwise"
+    return "grouped"
+
+
+def _unit_nonzero(weight: torch.Tensor, in_info: TensorInfo, is_conv: bool) -> np.ndarray:
+    """bool [out, in_units]: does output j read input unit u through a non-zero weight?"""
+    if is_conv:
+        return (weight.detach().abs().amax(dim=(2, 3)) != 0).numpy()
+    nz = (weight.detach() != 0).numpy()
+    starts = np.concatenate([[0], np.cumsum(in_info.unit_sizes)[:-1]]).astype(np.int64)
+    return np.logical_or.reduceat(nz, starts, axis=1) if nz.shape[1] else nz
+
+
+class _ConstantInterpreter(fx.Interpreter):
+    """Runs the graph on a zero input and records, per node, the channel facts (TensorInfo)."""
+
+    def __init__(self, gm: fx.GraphModule, ops: dict[fx.Node, NodeOp], uf: UnionFind):
+        super().__init__(gm, garbage_collect_values=True)
+        self.ops = ops
+        self.uf = uf
+        self.infos: dict[fx.Node, TensorInfo] = {}
+        self.demoted: list[str] = []
+
+    def run_node(self, n: fx.Node) -> Any:
+        op = self.ops[n]
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        if op.op_class in (OpClass.CONV, OpClass.LINEAR):
+            src = self.infos[op.inputs[0]]
+            # Zero the live inputs: a constant output unit then holds exactly its constant.
+            args = (args[0] * src.channel_mask_tensor(src.constant),) + tuple(args[1:])
+        # In-place operators (ReLU(inplace=True)) must not overwrite a recorded value.
+        args = fx.node.map_aggregate(args, lambda a: a.clone() if isinstance(a, torch.Tensor) else a)
+        with self._set_current_node(n):
+            result = getattr(self, n.op)(n.target, args, kwargs)
+        if n.op != "output" and op.op_class not in (OpClass.UNTRACKED,) and is_channel_tensor(n) \
+                and isinstance(result, torch.Tensor):
+            self._record(n, op, result)
+        return result
+
+    def _new_info(self, n: fx.Node, unit_sizes: np.ndarray, constant: np.ndarray, value: torch.Tensor) -> TensorInfo:
+        info = TensorInfo(n, tensor_shape(n), unit_sizes.astype(np.int64), self.uf.add(len(unit_sizes)),
+                          constant.astype(bool), value.detach())
+        self.infos[n] = info
+        return info
+
+    def _tie(self, a: TensorInfo, a_start: int, b: TensorInfo, count: int) -> None:
+        for u in range(count):
+            self.uf.union(a.offset + a_start + u, b.offset + u)
+
+    def _record(self, n: fx.Node, op: NodeOp, value: torch.Tensor) -> None:
+        shape = tensor_shape(n)
+        cls = op.op_class
+        ins = [self.infos.get(i) for i in op.inputs]
+        if cls in (OpClass.CHANNELWISE, OpClass.BATCHNORM, OpClass.BIAS_MAP, OpClass.FLATTEN,
+                   OpClass.ELEMENTWISE, OpClass.CONCAT) and any(i is None for i in ins):
+            cls = OpClass.OPAQUE
+        if cls is OpClass.ELEMENTWISE and any(not np.array_equal(i.unit_sizes, ins[0].unit_sizes) for i in ins):
+            cls = OpClass.OPAQUE
+        if cls is OpClass.CHANNELWISE and ins[0].shape[1] != shape[1]:
+            cls = OpClass.OPAQUE
+        if cls is not op.op_class:
+            self.ops[n] = NodeOp(cls, op.inputs, op.module)
+            self.demoted.append(n.name)
+
+        if cls in (OpClass.PLACEHOLDER, OpClass.OPAQUE):
+            self._new_info(n, np.ones(shape[1]), np.zeros(shape[1], bool), value)
+        elif cls is OpClass.CONV:
+            src, conv = ins[0], op.module
+            w = conv.weight.detach()
+            live = ~src.constant
+            if _conv_kind(conv) == "dense":
+                constant = (w[:, torch.from_numpy(live)].abs().flatten(1).amax(1) == 0).numpy() if live.any() \
+                    else np.ones(shape[1], bool)
+            else:
+                per_group_in = conv.in_channels // conv.groups
+                per_group_out = conv.out_channels // conv.groups
+                constant = np.zeros(shape[1], bool)
+                for j in range(conv.out_channels):
+                    g = j // per_group_out
+                    live_g = live[g * per_group_in:(g + 1) * per_group_in]
+                    constant[j] = not live_g.any() or bool(w[j][torch.from_numpy(live_g)].abs().max() == 0)
+            info = self._new_info(n, np.ones(shape[1]), constant, value)
+            if _conv_kind(conv) == "depthwise":
+                self._tie(src, 0, info, info.units)
+        elif cls is OpClass.LINEAR:
+            src, lin = ins[0], op.module
+            live_features = torch.from_numpy(src.expand(~src.constant))
+            w = lin.weight.detach()
+            constant = (w[:, live_features].abs().amax(1) == 0).numpy() if bool(live_features.any()) \
+                else np.ones(shape[1], bool)
+            self._new_info(n, np.ones(shape[1]), constant, value)
+        elif cls in (OpClass.CHANNELWISE, OpClass.BATCHNORM, OpClass.BIAS_MAP):
+            info = self._new_info(n, ins[0].unit_sizes.copy(), ins[0].constant.copy(), value)
+            self._tie(ins[0], 0, info, info.units)
+        elif cls is OpClass.FLATTEN:
+            src = ins[0]
+            info = self._new_info(n, np.full(src.units, shape[1] // src.units), src.constant.copy(), value)
+            self._tie(src, 0, info, info.units)
+        elif cls is OpClass.ELEMENTWISE:
+            constant = np.logical_and.reduce([i.constant for i in ins])
+            info = self._new_info(n, ins[0].unit_sizes.copy(), constant, value)
+            for i in ins:
+                self._tie(i, 0, info, info.units)
+        elif cls is OpClass.CONCAT:
+            info = self._new_info(n, np.concatenate([i.unit_sizes for i in ins]),
+                                  np.concatenate([i.constant for i in ins]), value)
+            start = 0
+            for i in ins:
+                for u in range(i.units):
+                    self.uf.union(i.offset + u, info.offset + start + u)
+                start += i.units
+        else:
+            raise AssertionError(f"unhandled operator class {cls} at {n.name}")
+
+
+def _reads_only_batch_size(n: fx.Node) -> bool:
+    """x.size(0) / x.shape[0]: reading the batch size does not depend on the channels."""
+    if n.op == "call_method" and n.target == "size":
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        return dim == 0
+    if n.op == "call_function" and n.target is getattr and n.args[1:] == ("shape",):
+        return bool(n.users) and all(u.op == "call_function" and u.target is operator.getitem and u.args[1] == 0
+                                     for u in n.users)
+    return False
+
+
+def analyse(gm: fx.GraphModule, example_input: torch.Tensor) -> ChannelPlan:
+    """Analyse a float64 graph (shapes already propagated at batch 1); return the kept units."""
+    ops = {n: classify(gm, n) for n in gm.graph.nodes}
+    uf = UnionFind()
+    interp = _ConstantInterpreter(gm, ops, uf)
+    with torch.no_grad():
+        interp.run(torch.zeros_like(example_input))
+    infos = interp.infos
+    needed = np.zeros(len(uf.parent), bool)
+
+    def need_all(node: Any) -> None:
+        info = infos.get(node)
+        if info is not None:
+            needed[info.slots] = True
+
+    mixing: list[tuple[fx.Node, np.ndarray]] = []  # (dense conv or linear node, nonzero[out, in_units])
+    for n in gm.graph.nodes:
+        op = ops[n]
+        cls = op.op_class
+        if cls in (OpClass.PLACEHOLDER, OpClass.OUTPUT, OpClass.OPAQUE):
+            need_all(n)
+            for i in op.inputs:
+                need_all(i)
+        elif cls is OpClass.UNTRACKED and not _reads_only_batch_size(n):
+            for i in op.inputs:
+                need_all(i)
+        elif cls is OpClass.CONV and _conv_kind(op.module) == "grouped":
+            need_all(n)
+            need_all(op.inputs[0])
+        elif (cls is OpClass.CONV and _conv_kind(op.module) == "dense") or cls is OpClass.LINEAR:
+            mixing.append((n, _unit_nonzero(op.module.weight, infos[op.inputs[0]], cls is OpClass.CONV)))
+
+    roots = uf.roots()
+    while True:
+        group_needed = np.zeros(len(roots), bool)
+        np.logical_or.at(group_needed, roots, needed)
+        kept = group_needed[roots]
+        before = int(needed.sum())
+        for n, nonzero in mixing:
+            out, src = infos[n], infos[ops[n].inputs[0]]
+            rows = kept[out.slots]
+            if not rows.any():
+                needed[out.offset] = True  # a layer keeps at least one output unit
+                rows = rows.copy()
+                rows[0] = True
+            reads = nonzero[rows].any(axis=0) & ~src.constant
+            if not (reads | kept[src.slots]).any():
+                reads[0] = True  # and at least one input unit
+            needed[src.slots] |= reads
+        if int(needed.sum()) == before:
+            break
+    return ChannelPlan(gm, ops, infos, kept, roots, interp.demoted)
