@@ -71,12 +71,23 @@ class BrevitasConversion:
         return [layer.name for layer in self.layers if layer.kind in ("conv", "linear")]
 
 
+class _LayerTracer(fx.Tracer):
+    """fx tracer that keeps any module holding its own parameters or buffers as one opaque call
+    (e.g. simplify's BiasMap), so the converter can name it instead of failing inside it."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        own_state = next(m.parameters(recurse=False), None) is not None or next(m.buffers(recurse=False), None) is not None
+        return super().is_leaf_module(m, module_qualified_name) or own_state
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """The fx graph of `model` (a GraphModule is used as it is)."""
     if isinstance(model, fx.GraphModule):
         return model
     try:
-        return fx.symbolic_trace(model)
+        tracer = _LayerTracer()
+        graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises many kinds for data-dependent control flow
         raise UnsupportedError(
             f"quant: cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); "
@@ -235,10 +246,10 @@ class _Builder:
         else:
             kind = type(module).__name__
             hint = ""
-            if "bias" in kind.lower():
-                hint = (" (a per-position bias map, which simplify leaves when a pruned channel feeds a zero-padded "
-                        "convolution, has no hardware equivalent: retrain so the channel stays alive, or use a "
-                        "model without padding there)")
+            if kind == "BiasMap" or "bias" in kind.lower():
+                hint = (": a per-position bias map (simplify adds one where a removed channel fed a zero-padded "
+                        "convolution) has no equivalent in hls4ml or the HLSinf kernels; simplify without bias maps "
+                        "(simplify(..., allow_bias_maps=False) keeps those channels) or retrain so they stay alive")
             raise UnsupportedError(f"quant: layer {name!r} ({kind}) is not supported{hint}. Supported: {SUPPORTED}")
 
     def passthrough_module(self, node: fx.Node, module: nn.Module) -> fx.Node:

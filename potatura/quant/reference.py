@@ -26,14 +26,16 @@ def execute_qonnx(model_or_path: Any, x: np.ndarray, batch_size: int = 256,
     """
     from qonnx.core.onnx_exec import execute_onnx
 
-    from potatura.quant.export import clean
+    from potatura.quant.export import _wrapper, clean
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
     if n == 0:
         raise DataError("quant: no samples to execute the QONNX graph on")
     batch_size = max(1, min(batch_size, n))
-    model = clean(model_or_path, batch_size=batch_size)
+    model = _wrapper(model_or_path)
+    if model.get_tensor_shape(model.graph.input[0].name)[0] != batch_size:
+        model = clean(model, batch_size=batch_size)
     in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
     expected = tuple(model.get_tensor_shape(in_name)[1:])
     if tuple(x.shape[1:]) != expected:
