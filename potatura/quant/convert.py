@@ -247,9 +247,10 @@ class _Builder:
             kind = type(module).__name__
             hint = ""
             if kind == "BiasMap" or "bias" in kind.lower():
-                hint = (": a per-position bias map (simplify adds one where a removed channel fed a zero-padded "
-                        "convolution) has no equivalent in hls4ml or the HLSinf kernels; simplify without bias maps "
-                        "(simplify(..., allow_bias_maps=False) keeps those channels) or retrain so they stay alive")
+                hint = (": a per-position bias map (simplify adds one where a removed channel's constant output "
+                        "meets a zero-padded convolution) has no equivalent in hls4ml or the HLSinf kernels; train so "
+                        "that removed neurons output 0 after their activation, or run simplify with "
+                        "simplify.bias_maps: refuse to find the layer before quantizing")
             raise UnsupportedError(f"quant: layer {name!r} ({kind}) is not supported{hint}. Supported: {SUPPORTED}")
 
     def passthrough_module(self, node: fx.Node, module: nn.Module) -> fx.Node:

@@ -179,7 +179,7 @@ def test_simplify_bias_map_is_refused_for_hardware():
         def forward(self, x):
             return self.fc(self.conv_bias_map(self.conv(x)).flatten(1))
 
-    with pytest.raises(UnsupportedError, match=r"layer 'conv_bias_map' \(BiasMap\).*per-position bias map.*allow_bias_maps=False"):
+    with pytest.raises(UnsupportedError, match=r"layer 'conv_bias_map' \(BiasMap\).*per-position bias map.*simplify.bias_maps: refuse"):
         to_brevitas(WithBiasMap().eval(), QuantConfig())
 
 
