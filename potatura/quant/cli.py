@@ -1,0 +1,66 @@
+"""`potatura quant`: the quant stage of a flow, or quantization of any model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _print_summary(console, summary: dict, out_dir: Path) -> None:
+    acc = summary["accuracy"]["test"]
+    check = summary["reference_check"]
+    before = acc.get("float", acc.get("input"))
+    console.print(f"quant: test accuracy {100 * before:.2f}% float -> {100 * acc['quantized']:.2f}% quantized (measured); "
+                  f"QONNX reference = Brevitas on {check['exact_matches']}/{check['samples']} validation samples "
+                  f"(max |diff| {check['max_abs_difference']:.3g})")
+    if summary["hardware_ready"]:
+        console.print("quant: hardware-ready (power-of-two scales, integer biases, exact integer reference)")
+    else:
+        console.print(f"quant: NOT hardware-ready: {'; '.join(summary['hardware_problems'])}")
+    console.print(f"quant: outputs in {out_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("quant")
+    def quant(
+        flow: Optional[Path] = typer.Argument(None, help="flow file (YAML); default: the demo flow"),
+        sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a flow field, e.g. "
+                                                 "--set quant.weight_bits=4 (repeatable)"),
+        model: Optional[Path] = typer.Option(None, "--model", help="quantize this model file (potatura model "
+                                             "file) instead of the flow's simplify output; data come from the flow"),
+        out: Optional[Path] = typer.Option(None, "--out", help="with --model: output folder (default "
+                                           "<run dir>/quant-<model file name>)"),
+    ) -> None:
+        """Quantize with Brevitas (PTQ, optional QAT), export QONNX and check the integer reference.
+
+        Examples: potatura quant flows/demo.yaml --set quant.qat_epochs=2
+                  potatura quant --model runs/demo/simplify/model.pt --set quant.weight_bits=4 --out /tmp/q4
+        """
+        from potatura.cli import _load, _run, console
+
+        cfg = _load(flow, sets)
+        if model is None:
+            _run(cfg, only=["quant"], force=True)
+            summary = cfg.run_dir() / "quant" / "summary.json"
+            if summary.is_file():
+                from potatura.artifacts import read_json
+
+                _print_summary(console, read_json(summary), summary.parent)
+            return
+        import logging
+
+        from potatura.data import load_dataset
+        from potatura.flow import Progress
+        from potatura.models import load_model_file
+        from potatura.quant.pipeline import quantize
+
+        float_model, _ = load_model_file(model)
+        data = load_dataset(cfg.data, cfg.seed)
+        out_dir = out or cfg.run_dir() / f"quant-{model.stem}"
+        log = logging.getLogger("potatura.quant")
+        with Progress(console=console, enabled=console.is_terminal) as progress:
+            outcome = quantize(float_model, data, cfg.quant, out_dir, seed=cfg.seed, train_cfg=cfg.train, log=log,
+                               progress=progress)
+        _print_summary(console, outcome.summary, out_dir)
