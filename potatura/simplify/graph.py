@@ -109,6 +109,13 @@ def trace(model: nn.Module) -> fx.GraphModule:
 def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
     """Run the graph once on `example_input`; every node gets meta['tensor_meta'] (shape, dtype)."""
     try:
+        with torch.no_grad():
+            gm(example_input)  # a plain run first: ShapeProp prints its own traceback on failure
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnsupportedError(
+            f"simplify: the model does not run on an input of shape {tuple(example_input.shape)}: {first}") from None
+    try:
         ShapeProp(gm).propagate(example_input)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

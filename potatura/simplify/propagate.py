@@ -268,22 +268,32 @@ def analyse(gm: fx.GraphModule, example_input: torch.Tensor) -> ChannelPlan:
             mixing.append((n, _unit_nonzero(op.module.weight, infos[op.inputs[0]], cls is OpClass.CONV)))
 
     roots = uf.roots()
-    while True:
+
+    def kept_slots() -> np.ndarray:
         group_needed = np.zeros(len(roots), bool)
         np.logical_or.at(group_needed, roots, needed)
-        kept = group_needed[roots]
-        before = int(needed.sum())
-        for n, nonzero in mixing:
+        return group_needed[roots]
+
+    while True:
+        # Fixed point of "a kept output row reads its live inputs through non-zero weights".
+        while True:
+            kept = kept_slots()
+            before = int(needed.sum())
+            for n, nonzero in mixing:
+                out, src = infos[n], infos[ops[n].inputs[0]]
+                needed[src.slots] |= nonzero[kept[out.slots]].any(axis=0) & ~src.constant
+            if int(needed.sum()) == before:
+                break
+        # A layer keeps at least one output and one input unit (a whole layer of dead neurons
+        # becomes one constant channel rather than a zero-width tensor).
+        forced = False
+        for n, _ in mixing:
             out, src = infos[n], infos[ops[n].inputs[0]]
-            rows = kept[out.slots]
-            if not rows.any():
-                needed[out.offset] = True  # a layer keeps at least one output unit
-                rows = rows.copy()
-                rows[0] = True
-            reads = nonzero[rows].any(axis=0) & ~src.constant
-            if not (reads | kept[src.slots]).any():
-                reads[0] = True  # and at least one input unit
-            needed[src.slots] |= reads
-        if int(needed.sum()) == before:
+            for info in (out, src):
+                if not kept[info.slots].any():
+                    needed[info.offset] = True
+                    kept = kept_slots()
+                    forced = True
+        if not forced:
             break
     return ChannelPlan(gm, ops, infos, kept, roots, interp.demoted)

@@ -1,0 +1,74 @@
+"""The `simplify` stage: the trained model -> a smaller model computing the same logits."""
+
+from __future__ import annotations
+
+from potatura.artifacts import write_json
+from potatura.data import load_dataset
+from potatura.errors import PotaturaError
+from potatura.flow import Stage, StageContext
+from potatura.models import load_model_file, save_model_file
+from potatura.simplify.pipeline import SimplifyResult, simplify
+from potatura.simplify.report import compare_logits
+
+
+class SimplifyCheckError(PotaturaError):
+    """The simplified model's logits differ from the original's beyond the configured tolerance."""
+
+
+def check_agreement(result: SimplifyResult, check: dict, tolerance: float, where: str) -> None:
+    if check["relative_logit_difference"] > tolerance:
+        raise SimplifyCheckError(
+            f"simplify: logits differ by {check['max_abs_logit_difference']:.3g} (relative "
+            f"{check['relative_logit_difference']:.3g} > simplify.tolerance {tolerance:g}) on {check['samples']} "
+            f"{where}; the summary is written, please report this model")
+
+
+def log_summary(log, summary: dict) -> None:
+    s = summary
+    log.info("simplify: parameters %d -> %d (bias maps %d values), MACs %d -> %d, in %.2f s",
+             s["parameters_before"], s["parameters_after"], s["bias_map_values"], s["macs_before"], s["macs_after"],
+             s["seconds"])
+    for row in s["layers"]:
+        log.info("simplify: %-24s %s in %d -> %d, out %d -> %d%s", row["layer"], row["type"], row["in_before"],
+                 row["in_after"], row["out_before"], row["out_after"],
+                 f", bias map {'x'.join(map(str, row['bias_map']))}" if row["bias_map"] else "")
+    v = s.get("validation")
+    if v:
+        log.info("simplify: max |logit difference| %.3g (relative %.3g), argmax agreement %.4f on %d samples "
+                 "(measured)", v["max_abs_logit_difference"], v["relative_logit_difference"], v["argmax_agreement"],
+                 v["samples"])
+
+
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.config
+    model, payload = load_model_file(ctx.input("train", "model"))
+    data = load_dataset(cfg.data, cfg.seed)
+    limit = cfg.simplify.validation_samples
+    x_val = data.x_val[:limit] if limit else data.x_val
+    y_val = data.y_val[:limit] if limit else data.y_val
+    with ctx.progress.task("simplify", total=2) as update:
+        result = simplify(model, x_val[:1], allow_bias_maps=cfg.simplify.bias_maps == "allow")
+        update(advance=1, description="simplify: comparing logits")
+        check = compare_logits(model, result.model, x_val, labels=y_val)
+        update(advance=1)
+    check["measured"] = f"measured on {check['samples']} validation samples of {data.name}"
+    summary = {"model": (payload.get("spec") or {}).get("name"), "dataset": data.name, **result.summary,
+               "validation": check}
+    write_json(ctx.path("summary.json"), summary)
+    log_summary(ctx.log, summary)
+    check_agreement(result, check, cfg.simplify.tolerance, "validation samples")
+    spec = payload.get("spec") or {}
+    extra = {"simplified": True, "source_spec": spec, "input_shape": list(data.input_shape),
+             "num_classes": data.num_classes,
+             "bias_map_layers": [b["layer"] for b in result.summary["bias_map_layers"]]}
+    save_model_file(ctx.path("model.pt"), result.model, extra=extra)
+    return {"model": ctx.path("model.pt"), "summary": ctx.path("summary.json")}
+
+
+STAGE = Stage(
+    name="simplify",
+    run=run,
+    config_sections=("data", "model", "train", "simplify"),
+    needs=("train",),
+    description="fold BN, fold the constants of pruned neurons into their consumers and remove them",
+)
