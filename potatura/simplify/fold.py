@@ -25,16 +25,15 @@ def _folded_layer(layer: nn.Module, bn: nn.Module) -> nn.Module:
     scale = gamma / torch.sqrt(var + bn.eps)
     new_weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
     new_bias = (bias - mean) * scale + beta
+    # Built on the meta device: no memory and no random init for weights replaced right away.
     if isinstance(layer, nn.Conv2d):
         out = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
                         padding=layer.padding, dilation=layer.dilation, groups=layer.groups, bias=True,
-                        padding_mode=layer.padding_mode)
+                        padding_mode=layer.padding_mode, device="meta")
     else:
-        out = nn.Linear(layer.in_features, layer.out_features, bias=True)
-    out = out.to(dtype=layer.weight.dtype)
-    with torch.no_grad():
-        out.weight.copy_(new_weight.to(layer.weight.dtype))
-        out.bias.copy_(new_bias.to(layer.weight.dtype))
+        out = nn.Linear(layer.in_features, layer.out_features, bias=True, device="meta")
+    out.weight = nn.Parameter(new_weight.to(layer.weight.dtype))
+    out.bias = nn.Parameter(new_bias.to(layer.weight.dtype))
     return out.train(False)
 
 

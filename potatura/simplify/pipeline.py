@@ -55,15 +55,15 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     check_single_use(gm)
     gm = gm.to(torch.float64)
     propagate_shapes(gm, x64)
+    before = layer_sizes(gm)
     folded = fold_batchnorm(gm)
-    propagate_shapes(gm, x64)
     plan = analyse(gm, x64)
     changes = apply_plan(plan, allow_bias_maps=allow_bias_maps)
+    propagate_shapes(gm, x64)
+    after = layer_sizes(gm)
     gm = gm.to(dtype).eval()
     seconds = time.perf_counter() - start
 
-    before = layer_sizes(model, example_input[:1])
-    after = layer_sizes(gm, example_input[:1])
     folded_into = {conv: bn for conv, bn in folded}
     by_name = {c.name: c for c in changes}
     layers = []

@@ -48,20 +48,19 @@ def _index(mask: np.ndarray) -> torch.Tensor:
 
 
 def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> nn.Conv2d:
+    # Built on the meta device: no memory and no random init for weights replaced right away.
     out = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], conv.kernel_size, stride=conv.stride,
                     padding=conv.padding, dilation=conv.dilation, groups=groups, bias=True,
-                    padding_mode=conv.padding_mode).to(weight.dtype)
-    with torch.no_grad():
-        out.weight.copy_(weight)
-        out.bias.copy_(bias)
+                    padding_mode=conv.padding_mode, device="meta")
+    out.weight = nn.Parameter(weight.detach().clone().contiguous())
+    out.bias = nn.Parameter(bias.detach().clone().contiguous())
     return out.train(False)
 
 
 def _new_linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    out = nn.Linear(weight.shape[1], weight.shape[0], bias=True).to(weight.dtype)
-    with torch.no_grad():
-        out.weight.copy_(weight)
-        out.bias.copy_(bias)
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=True, device="meta")
+    out.weight = nn.Parameter(weight.detach().clone().contiguous())
+    out.bias = nn.Parameter(bias.detach().clone().contiguous())
     return out.train(False)
 
 
@@ -162,11 +161,12 @@ def _simplify_linear(plan: ChannelPlan, node: fx.Node, lin: nn.Linear) -> LayerC
 def _slice_batchnorm(plan: ChannelPlan, node: fx.Node, bn: nn.Module) -> LayerChange:
     info = plan.infos[node]
     keep = _index(info.expand(plan.kept_units(node)))
-    new = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                   track_running_stats=True).to(bn.running_mean.dtype)
+    new = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum, affine=bn.affine, track_running_stats=True,
+                   dtype=bn.running_mean.dtype)
     with torch.no_grad():
         new.running_mean.copy_(bn.running_mean[keep])
         new.running_var.copy_(bn.running_var[keep])
+        new.num_batches_tracked.copy_(bn.num_batches_tracked)
         if bn.affine:
             new.weight.copy_(bn.weight[keep])
             new.bias.copy_(bn.bias[keep])

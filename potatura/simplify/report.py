@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
 from torch import fx, nn
 
-from potatura.simplify.graph import propagate_shapes, trace
 from potatura.simplify.layers import BiasMap
 
 
@@ -16,30 +14,30 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def layer_sizes(model: nn.Module, example_input: torch.Tensor) -> dict[str, dict]:
-    """Per Conv2d/Linear/BatchNorm/BiasMap (by qualified name): widths, parameters, MACs per sample.
+def layer_sizes(gm: fx.GraphModule) -> dict[str, dict]:
+    """Per Conv2d/Linear/BatchNorm/BiasMap of a shape-propagated graph (by qualified name): widths,
+    parameters, MACs per sample.
 
     MACs count the multiply-accumulates of Conv2d and Linear (C_out * H_out * W_out * C_in/groups
     * kh * kw; in * out); BatchNorm and bias maps are additions and are not counted as MACs.
     """
-    gm = model if isinstance(model, fx.GraphModule) else trace(model)
-    gm = copy.deepcopy(gm).float().eval()
-    propagate_shapes(gm, example_input.float())
     sizes: dict[str, dict] = {}
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
         m = gm.get_submodule(node.target)
         params = sum(p.numel() for p in m.parameters(recurse=False))
-        out_shape = node.meta.get("tensor_meta").shape if node.meta.get("tensor_meta") is not None else None
+        meta = node.meta.get("tensor_meta")
         if isinstance(m, nn.Conv2d):
             kh, kw = m.kernel_size
-            macs = out_shape[1] * out_shape[2] * out_shape[3] * (m.in_channels // m.groups) * kh * kw
+            out_h, out_w = meta.shape[2], meta.shape[3]
+            macs = m.out_channels * out_h * out_w * (m.in_channels // m.groups) * kh * kw
             sizes[str(node.target)] = {"type": "Conv2d", "in": m.in_channels, "out": m.out_channels,
                                        "params": params, "macs": int(macs)}
         elif isinstance(m, nn.Linear):
+            rows = int(torch.Size(meta.shape[:-1]).numel() // meta.shape[0]) if meta is not None else 1
             sizes[str(node.target)] = {"type": "Linear", "in": m.in_features, "out": m.out_features,
-                                       "params": params, "macs": int(m.in_features * m.out_features)}
+                                       "params": params, "macs": int(rows * m.in_features * m.out_features)}
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, BiasMap)):
             width = m.num_features if not isinstance(m, BiasMap) else m.channels
             sizes[str(node.target)] = {"type": type(m).__name__, "in": width, "out": width, "params": params,
