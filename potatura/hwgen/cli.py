@@ -1,0 +1,75 @@
+"""`potatura hwgen`: the hwgen stage of a flow, or accelerator projects for any QONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _print_report(console, report_path: Path) -> None:
+    from potatura.artifacts import read_json
+
+    report = read_json(report_path)
+    for p in report["projects"]:
+        t = p["totals_estimated"]
+        csim = p["csim"]
+        exact = (f"csim {csim['exact_matches']}/{csim['samples']} bit-exact, max |diff| {csim['max_abs_difference']:g} "
+                 "(simulated)") if csim else "csim not run"
+        console.print(f"hwgen {p['board']}/{p['backend']}: {p['io_type']}, RF {p['reuse_factors']}, "
+                      f"DSP {t['dsp']:,} BRAM18 {t['bram18']:,} LUT {t['lut']:,} ({p['figures']}), "
+                      f"interval {p['interval_cycles_estimated']:,} cycles (estimated); {exact}")
+        console.print(f"  build: {p['build']['message']}")
+    console.print(f"hwgen: report in {report_path.parent / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("hwgen")
+    def hwgen(
+        flow: Optional[Path] = typer.Argument(None, help="flow file (YAML); default: the demo flow"),
+        sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a flow field, e.g. "
+                                                 "--set hwgen.max_utilization=0.6 (repeatable)"),
+        boards: Optional[List[str]] = typer.Option(None, "--board", "-b", help="board (repeatable); default: "
+                                                   "hwgen.boards of the flow"),
+        build: bool = typer.Option(False, "--build", help="run HLS synthesis and the bitstream/xclbin build when "
+                                   "Vivado/Vitis is on PATH, and read the reports back"),
+        qonnx: Optional[Path] = typer.Option(None, "--qonnx", help="generate for this QONNX file instead of the "
+                                             "flow's quant output"),
+        golden: Optional[Path] = typer.Option(None, "--golden", help="with --qonnx: golden.npz (x inputs) for the "
+                                              "csim check; without it csim is skipped"),
+        out: Optional[Path] = typer.Option(None, "--out", help="with --qonnx: output folder (default "
+                                           "<run dir>/hwgen-<file name>)"),
+    ) -> None:
+        """hls4ml accelerator projects per board, fitted to the board and checked bit-exact in C simulation.
+
+        Examples: potatura hwgen flows/demo.yaml --board pynq-z2 --board zcu104
+                  potatura hwgen --qonnx runs/demo/quant/model.qonnx.onnx --golden runs/demo/quant/golden.npz --out /tmp/hw
+                  potatura hwgen flows/demo.yaml --build    # needs vivado_hls and vivado on PATH
+        """
+        from potatura.cli import _load, _run, console
+
+        overrides = list(sets or [])
+        if build:
+            overrides.append("hwgen.build=true")
+        if boards:
+            overrides.append("hwgen.boards=[" + ",".join(boards) + "]")
+        cfg = _load(flow, overrides)
+        if qonnx is None:
+            _run(cfg, only=["hwgen"], force=True)
+            report = cfg.run_dir() / "hwgen" / "report.json"
+            if report.is_file():
+                _print_report(console, report)
+            return
+        import logging
+
+        from potatura.flow import Progress
+        from potatura.hwgen.stage import run_hwgen
+
+        hw = cfg.hwgen if golden is not None else cfg.hwgen.model_copy(update={"csim": False})
+        out_dir = out or cfg.run_dir() / f"hwgen-{qonnx.name.split('.')[0]}"
+        quant_json = qonnx.with_name("quant.json")
+        with Progress(console=console, enabled=console.is_terminal) as progress:
+            outputs = run_hwgen(hw, qonnx, golden, out_dir, quant_json if quant_json.is_file() else None,
+                                logging.getLogger("potatura.hwgen"), progress)
+        _print_report(console, outputs["report"])

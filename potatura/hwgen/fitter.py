@@ -1,0 +1,450 @@
+"""Fit an hls4ml accelerator to a board: per-layer reuse factor and strategy, resource estimates.
+
+Every figure here is an ESTIMATE (potatura's model of what Vivado/Vitis HLS will build); a
+synthesis run (`potatura hwgen --build` with the vendor tools on PATH) replaces them with the
+C-synthesis and implementation reports.
+
+The model, per conv/dense layer with n_in*n_out weights, z of them zero, reuse factor RF:
+- multipliers: hls4ml's multiplier_limit, ceil(n_in*n_out/RF) - z//RF with the Latency strategy
+  (HLS removes multiplications by constant zero weights), ceil(n_in*n_out/RF) with Resource;
+- a multiplier is a DSP slice when both operands are at least DSP_MIN_WIDTH bits (below that
+  Vivado HLS builds it from LUTs, as the hls4ml paper observed), ceil(a/25)*ceil(b/18) slices on
+  7-series DSP48E1 and ceil(a/27)*ceil(b/18) on UltraScale+ DSP48E2; otherwise
+  LUT_PER_PRODUCT_BIT*a*b LUTs;
+- weights: constants in logic with Latency (fully partitioned at any RF); with Resource a ROM of
+  depth RF and width ceil(n_in*n_out/RF)*w bits, in BRAM18 when deeper than LUTRAM_MAX_DEPTH;
+- io_stream: line buffers (KH-1 rows of W*C values per conv or pool) and one FIFO per layer output
+  of H*W words of C values (hls4ml's default depth), in SRLs when at most 32 deep or SRL_MAX_BITS
+  bits, in BRAM18 otherwise;
+- cycles: io_parallel dense RF + log2(n_in) + 3, conv out_h*out_w*RF (ParallelizationFactor 1);
+  io_stream conv (padded H*W)*RF (pipelined per input pixel at II = RF), pool/activation H*W.
+  io_parallel layers run one after the other (latency = sum, interval = slowest layer);
+  io_stream layers form a dataflow pipeline: the interval is the slowest layer's, the latency
+  about that plus the other layers' fill (HARDWARE.md section 2: not the sum, not the max).
+
+Valid reuse factors come from hls4ml itself (FPGABackend._validate_reuse_factor); the search
+picks, for the smallest achievable interval, the cheapest valid (strategy, RF) per layer that
+keeps every resource within max_utilization of the board, then spends what is left on latency.
+Constraints from hls4ml's HLS limits (project.tcl maximum_size 4096): the Latency strategy
+partitions all weights, so it needs n_in*n_out <= 4096; Resource needs ceil(n_in*n_out/RF) <= 4096.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from potatura.boards.catalog import Board
+from potatura.errors import ConfigError, PotaturaError
+from potatura.hwgen.graph import Layer, QuantizedNetwork
+
+DSP_MIN_WIDTH = 10
+LUT_PER_PRODUCT_BIT = 0.75
+LUTRAM_MAX_DEPTH = 64
+SRL_MAX_BITS = 1024
+HLS_MAX_PARTITION = 4096  # hls4ml project.tcl: config_array_partition -maximum_size 4096
+STRATEGIES = ("Latency", "Resource")
+RESOURCES = ("lut", "ff", "dsp", "bram18")
+
+
+class FitError(PotaturaError):
+    """No configuration of the model fits the board; the message holds the fit table."""
+
+
+@functools.lru_cache(maxsize=None)
+def _backend():
+    import hls4ml
+
+    return hls4ml.backends.get_backend("VivadoAccelerator")
+
+
+@functools.lru_cache(maxsize=4096)
+def valid_reuse_factors(n_in: int, n_out: int) -> tuple[int, ...]:
+    """hls4ml's valid reuse factors for an n_in x n_out product, ascending.
+
+    Same result as FPGABackend.get_valid_reuse_factors, which tries every RF up to n_in*n_out:
+    its third rule keeps only divisors of n_in*n_out, so only divisors are tried here.
+    """
+    total = n_in * n_out
+    divisors = set()
+    for d in range(1, math.isqrt(total) + 1):
+        if total % d == 0:
+            divisors.update((d, total // d))
+    backend = _backend()
+    return tuple(rf for rf in sorted(divisors) if backend._validate_reuse_factor(n_in, n_out, rf))
+
+
+_BRAM18_SHAPES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))  # width x depth
+
+
+def bram18_blocks(width_bits: int, depth: int) -> int:
+    """BRAM18 blocks for a width x depth memory, with the best of the RAMB18 aspect ratios."""
+    if width_bits <= 0 or depth <= 0:
+        return 0
+    return min(math.ceil(width_bits / w) * math.ceil(depth / d) for w, d in _BRAM18_SHAPES)
+
+
+def _memory(width_bits: int, depth: int, threshold_bits: int = SRL_MAX_BITS) -> dict[str, int]:
+    """LUT/BRAM cost of a buffer: SRL/LUTRAM (32 deep per LUT) when small or at most 32 deep, BRAM18 otherwise."""
+    if depth <= 32 or width_bits * depth <= threshold_bits:
+        return {"lut": width_bits * math.ceil(depth / 32), "bram18": 0}
+    return {"lut": 0, "bram18": bram18_blocks(width_bits, depth)}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Resources (estimated) and cycles (estimated) of one layer in one configuration."""
+
+    strategy: Optional[str]
+    reuse_factor: Optional[int]
+    multipliers: int
+    dsp: int
+    lut: int
+    ff: int
+    bram18: int
+    cycles: int  # cycles the layer is busy per sample (its initiation interval in the pipeline)
+    fill: int  # cycles from its first input to its first output (io_stream) or its latency (io_parallel)
+
+    def resources(self) -> dict[str, int]:
+        return {"lut": self.lut, "ff": self.ff, "dsp": self.dsp, "bram18": self.bram18}
+
+
+def _dsp_per_mult(a: int, b: int, family: str) -> int:
+    if min(a, b) < DSP_MIN_WIDTH:
+        return 0
+    port_a = 25 if family == "zynq-7000" else 27
+    a, b = max(a, b), min(a, b)
+    return math.ceil(a / port_a) * math.ceil(b / 18)
+
+
+def estimate_layer(layer: Layer, io_type: str, family: str, strategy: Optional[str] = None,
+                   reuse_factor: Optional[int] = None) -> Estimate:
+    """Estimate one layer; strategy/reuse_factor apply to conv/dense layers only."""
+    h, w = (layer.in_shape[0], layer.in_shape[1]) if len(layer.in_shape) == 3 else (1, 1)
+    channels = layer.in_shape[-1]
+    in_bits = layer.input_type.width
+    out_bits = layer.result_type.width
+    lut = ff = bram = 0
+    if layer.has_weights:
+        rf = reuse_factor or 1
+        n = layer.n_weights
+        mults = math.ceil(n / rf) - (layer.n_zeros // rf if strategy == "Latency" else 0)
+        wa, wb = in_bits, layer.weight_type.width
+        dsp = mults * _dsp_per_mult(wa, wb, family)
+        if dsp == 0:
+            lut += math.ceil(mults * LUT_PER_PRODUCT_BIT * wa * wb)
+        acc = layer.accum_type.width
+        lut += mults * acc  # one adder (a carry chain) per product
+        ff += mults * (wa + wb) + layer.n_out * acc
+        if rf > 1:
+            lut += mults * (wa + wb) // 2  # operand multiplexers
+        if strategy == "Resource":
+            # Resource keeps the weights in a ROM of depth RF (ARRAY_RESHAPE block factor n/RF); Latency
+            # partitions them into constants at any RF.
+            word = math.ceil(n / rf) * wb
+            mem = _memory(word, rf, threshold_bits=word * LUTRAM_MAX_DEPTH)
+            lut += mem["lut"]
+            bram += mem["bram18"]
+        log_in = math.ceil(math.log2(max(layer.n_in, 2)))
+        if layer.kind == "conv2d":
+            pt, pl, pb, pr = layer.pads
+            padded = (h + pt + pb) * (w + pl + pr)
+            if io_type == "io_stream":
+                cycles = padded * rf
+                fill = ((layer.kernel[0] - 1) * (w + pl + pr) + layer.kernel[1]) * rf + log_in + 3
+                for _ in range(layer.kernel[0] - 1):  # line buffers
+                    mem = _memory(in_bits, (w + pl + pr) * channels)
+                    lut += mem["lut"]
+                    bram += mem["bram18"]
+            else:
+                cycles = layer.out_pixels * rf
+                fill = cycles + log_in + 3
+                ff += math.prod(layer.out_shape) * out_bits
+        else:
+            cycles = rf
+            fill = rf + log_in + 3
+            if io_type == "io_parallel":
+                ff += layer.n_out * out_bits
+        est = dict(multipliers=mults, dsp=dsp)
+    else:
+        est = dict(multipliers=0, dsp=0)
+        pixels = h * w
+        if layer.kind == "maxpool2d":
+            lut += math.prod(layer.out_shape) * in_bits if io_type == "io_parallel" else channels * in_bits * 3
+            if io_type == "io_stream":
+                for _ in range(layer.kernel[0] - 1):
+                    mem = _memory(in_bits, w * channels)
+                    lut += mem["lut"]
+                    bram += mem["bram18"]
+        elif layer.kind in ("relu", "quant"):
+            lut += (math.prod(layer.out_shape) if io_type == "io_parallel" else channels) * out_bits
+        cycles = pixels if io_type == "io_stream" else 1
+        fill = (layer.kernel[0] - 1) * w + layer.kernel[1] if layer.kind == "maxpool2d" and io_type == "io_stream" else 2
+    if io_type == "io_stream":
+        # hls4ml's FIFO after every layer: H*W words of C values (its default depth).
+        out_pixels = math.prod(layer.out_shape[:-1]) if len(layer.out_shape) == 3 else 1
+        mem = _memory(layer.out_shape[-1] * out_bits, out_pixels)
+        lut += mem["lut"]
+        bram += mem["bram18"]
+    return Estimate(strategy if layer.has_weights else None, (reuse_factor or 1) if layer.has_weights else None,
+                    lut=int(lut), ff=int(ff), bram18=int(bram), cycles=int(cycles), fill=int(fill), **est)
+
+
+def candidates(layer: Layer, io_type: str, family: str, strategies: Iterable[str] = STRATEGIES,
+               reuse_factors: Optional[Iterable[int]] = None) -> list[Estimate]:
+    """Every allowed (strategy, valid RF) configuration of a conv/dense layer."""
+    rfs = valid_reuse_factors(layer.n_in, layer.n_out) if reuse_factors is None else tuple(reuse_factors)
+    out = []
+    for strategy in strategies:
+        for rf in rfs:
+            if strategy == "Latency" and layer.n_weights > HLS_MAX_PARTITION:
+                continue
+            if strategy == "Resource" and math.ceil(layer.n_weights / rf) > HLS_MAX_PARTITION:
+                continue
+            out.append(estimate_layer(layer, io_type, family, strategy, rf))
+    return out
+
+
+@dataclass
+class LayerFit:
+    layer: Layer
+    estimate: Estimate
+    note: str = ""
+
+
+@dataclass
+class FitResult:
+    """The fitter's choice for one board: per-layer configuration and estimated totals."""
+
+    board: Board
+    io_type: str
+    max_utilization: float
+    layers: list[LayerFit]
+    fits: bool
+    source: str = "estimated"  # estimated | synthesized (after --build parsed the reports)
+    measured: dict = field(default_factory=dict)  # report figures, when a build ran
+
+    @property
+    def budget(self) -> dict[str, int]:
+        return {r: int(math.floor(self.board.resources()[r] * self.max_utilization)) for r in RESOURCES}
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {r: sum(getattr(f.estimate, r) for f in self.layers) for r in RESOURCES} | {
+            "multipliers": sum(f.estimate.multipliers for f in self.layers)}
+
+    @property
+    def interval_cycles(self) -> int:
+        """Estimated cycles between two samples: the slowest layer."""
+        return max((f.estimate.cycles for f in self.layers), default=0)
+
+    @property
+    def latency_cycles(self) -> int:
+        """Estimated cycles from the first input word to the last output of one sample."""
+        if self.io_type == "io_parallel":
+            return sum(f.estimate.fill for f in self.layers)
+        return self.interval_cycles + sum(f.estimate.fill for f in self.layers)
+
+    def utilization(self) -> dict[str, float]:
+        dev = self.board.resources()
+        return {r: (self.totals[r] / dev[r] if dev[r] else (0.0 if self.totals[r] == 0 else math.inf)) for r in RESOURCES}
+
+    def over_budget(self) -> list[str]:
+        return [r for r in RESOURCES if self.totals[r] > self.budget[r]]
+
+    def reuse_factors(self) -> dict[str, int]:
+        return {f.layer.hls_name: f.estimate.reuse_factor for f in self.layers if f.layer.has_weights}
+
+    def to_dict(self) -> dict:
+        return {
+            "board": self.board.name, "part": self.board.part, "io_type": self.io_type,
+            "clock_mhz": self.board.clock_mhz, "max_utilization": self.max_utilization, "fits": self.fits,
+            "figures": self.source,
+            "layers": [{"layer": f.layer.hls_name, "onnx_node": f.layer.onnx_name, "kind": f.layer.kind,
+                        "strategy": f.estimate.strategy, "reuse_factor": f.estimate.reuse_factor,
+                        "n_in": f.layer.n_in or None, "n_out": f.layer.n_out or None,
+                        "zero_weights": f.layer.n_zeros if f.layer.has_weights else None,
+                        "multipliers": f.estimate.multipliers, "dsp": f.estimate.dsp, "bram18": f.estimate.bram18,
+                        "lut": f.estimate.lut, "ff": f.estimate.ff, "cycles": f.estimate.cycles, "note": f.note}
+                       for f in self.layers],
+            "totals": self.totals, "budget": self.budget, "device": self.board.resources(),
+            "utilization": {k: round(v, 4) for k, v in self.utilization().items()},
+            "interval_cycles": self.interval_cycles, "latency_cycles": self.latency_cycles,
+            "interval_us": self.interval_cycles / self.board.clock_mhz,
+            "latency_us": self.latency_cycles / self.board.clock_mhz,
+            "measured": self.measured,
+        }
+
+    def table(self) -> str:
+        """The fit report as a markdown table (per layer, totals, board budget)."""
+        lines = [f"fit of {self.io_type} design on {self.board.name} ({self.board.part}, {self.board.clock_mhz:g} MHz), "
+                 f"budget {self.max_utilization:.0%} of the device; figures {self.source}",
+                 "",
+                 "| layer | kind | strategy | RF | multipliers | DSP | BRAM18 | LUT | FF | cycles |",
+                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for f in self.layers:
+            e = f.estimate
+            lines.append(f"| {f.layer.hls_name} | {f.layer.kind} | {e.strategy or '-'} | {e.reuse_factor or '-'} | "
+                         f"{e.multipliers:,} | {e.dsp:,} | {e.bram18:,} | {e.lut:,} | {e.ff:,} | {e.cycles:,} |"
+                         + (f" {f.note}" if f.note else ""))
+        t, b, d = self.totals, self.budget, self.board.resources()
+        lines.append(f"| **total** | | | | {t['multipliers']:,} | {t['dsp']:,} | {t['bram18']:,} | {t['lut']:,} | "
+                     f"{t['ff']:,} | interval {self.interval_cycles:,} |")
+        lines.append(f"| budget ({self.max_utilization:.0%}) | | | | | {b['dsp']:,} | {b['bram18']:,} | {b['lut']:,} | "
+                     f"{b['ff']:,} | latency {self.latency_cycles:,} |")
+        lines.append(f"| device | | | | | {d['dsp']:,} | {d['bram18']:,} | {d['lut']:,} | {d['ff']:,} | |")
+        over = self.over_budget()
+        lines.append("")
+        lines.append("fits: yes" if not over else f"fits: NO (over budget: {', '.join(over)})")
+        return "\n".join(lines)
+
+
+def _fixed_estimates(net: QuantizedNetwork, io_type: str, family: str) -> list[Estimate]:
+    return [estimate_layer(layer, io_type, family) for layer in net.layers if not layer.has_weights]
+
+
+def fit_network(net: QuantizedNetwork, board: Board, io_type: str, max_utilization: float = 0.8,
+                reuse_factor: int | dict[str, int] | None = None, strategy: str = "auto") -> FitResult:
+    """Choose strategy and reuse factor per conv/dense layer for `board`; FitResult.fits says if it fits.
+
+    reuse_factor: one RF for every layer (snapped to the nearest valid one per layer, noted in the
+    table) or {layer name (hls4ml or ONNX): RF} (must be valid); strategy: auto | latency | resource.
+    """
+    if io_type not in ("io_parallel", "io_stream"):
+        raise ConfigError(f"hwgen.io_type: {io_type!r}; accepted: io_parallel, io_stream")
+    family = board.family
+    strategies = STRATEGIES if strategy == "auto" else (strategy.capitalize(),)
+    if isinstance(reuse_factor, dict):
+        names = {layer.hls_name for layer in net.compute_layers} | {layer.onnx_name for layer in net.compute_layers}
+        unknown = sorted(set(reuse_factor) - names)
+        if unknown:
+            raise ConfigError(f"hwgen.reuse_factor: unknown layer(s) {', '.join(unknown)}; layers: "
+                              f"{', '.join(layer.hls_name for layer in net.compute_layers)}")
+    layers_options: list[tuple[Layer, list[Estimate], str]] = []
+    for layer in net.layers:
+        if not layer.has_weights:
+            continue
+        valid = valid_reuse_factors(layer.n_in, layer.n_out)
+        note = ""
+        rfs: Optional[tuple[int, ...]] = None
+        wanted = None
+        if isinstance(reuse_factor, dict):
+            wanted = reuse_factor.get(layer.hls_name, reuse_factor.get(layer.onnx_name))
+            if wanted is not None and wanted not in valid:
+                raise ConfigError(f"hwgen.reuse_factor: {wanted} is not a valid reuse factor for layer {layer.hls_name} "
+                                  f"({layer.n_in}x{layer.n_out}); valid: {', '.join(map(str, valid))}")
+            rfs = (wanted,) if wanted is not None else None
+        elif reuse_factor is not None:
+            nearest = min(valid, key=lambda v: (abs(v - reuse_factor), v))
+            if nearest != reuse_factor:
+                note = f"RF {reuse_factor} invalid here, nearest valid {nearest}"
+            rfs = (nearest,)
+        options = candidates(layer, io_type, family, strategies, rfs)
+        if not options:
+            # Only HLS partition limits can empty the list: fall back to the other strategy.
+            options = candidates(layer, io_type, family, STRATEGIES, rfs)
+            note = (note + "; " if note else "") + "strategy forced by the 4096 partition limit"
+        if not options:
+            raise ConfigError(f"hwgen: layer {layer.hls_name}: no reuse factor satisfies hls4ml's partition limit "
+                              f"(ceil({layer.n_weights}/RF) <= {HLS_MAX_PARTITION}) among {rfs}")
+        layers_options.append((layer, options, note))
+
+    fixed = {layer.hls_name: est for layer, est in
+             zip([x for x in net.layers if not x.has_weights], _fixed_estimates(net, io_type, family))}
+    dev = board.resources()
+    budget = {r: dev[r] * max_utilization for r in RESOURCES}
+
+    def cost(e: Estimate) -> float:
+        return sum(getattr(e, r) / budget[r] if budget[r] > 0 else (math.inf if getattr(e, r) else 0.0)
+                   for r in RESOURCES)
+
+    def assemble(choice: dict[str, Estimate]) -> FitResult:
+        fits_layers = []
+        notes = {layer.hls_name: note for layer, _, note in layers_options}
+        for layer in net.layers:
+            est = choice[layer.hls_name] if layer.has_weights else fixed[layer.hls_name]
+            fits_layers.append(LayerFit(layer, est, notes.get(layer.hls_name, "")))
+        result = FitResult(board, io_type, max_utilization, fits_layers, fits=False)
+        result.fits = not result.over_budget()
+        return result
+
+    def cheapest_within(limit: int) -> Optional[dict[str, Estimate]]:
+        choice = {}
+        for layer, options, _ in layers_options:
+            ok = [e for e in options if e.cycles <= limit]
+            if not ok:
+                return None
+            choice[layer.hls_name] = min(ok, key=lambda e: (cost(e), e.cycles))
+        return choice
+
+    fixed_interval = max((e.cycles for e in fixed.values()), default=0)
+    limits = sorted({e.cycles for _, options, _ in layers_options for e in options} | {fixed_interval})
+    best: Optional[FitResult] = None
+    for limit in limits:
+        if limit < fixed_interval:
+            continue
+        choice = cheapest_within(limit)
+        if choice is None:
+            continue
+        result = assemble(choice)
+        if result.fits:
+            best = _spend_on_latency(result, choice, layers_options, assemble)
+            break
+    if best is None:
+        # Nothing fits: report the cheapest configuration of every layer.
+        choice = {layer.hls_name: min(options, key=lambda e: (cost(e), e.cycles)) for layer, options, _ in layers_options}
+        best = assemble(choice)
+    return best
+
+
+def _spend_on_latency(result: FitResult, choice: dict[str, Estimate], layers_options, assemble) -> FitResult:
+    """Greedy: move layers to faster configurations while the design still fits and the interval holds."""
+    interval = result.interval_cycles
+    improved = True
+    while improved:
+        improved = False
+        best_gain, best_move = 0, None
+        for layer, options, _ in layers_options:
+            current = choice[layer.hls_name]
+            for option in options:
+                if option.fill >= current.fill or option.cycles > interval:
+                    continue
+                trial = dict(choice)
+                trial[layer.hls_name] = option
+                candidate = assemble(trial)
+                gain = result.latency_cycles - candidate.latency_cycles
+                if candidate.fits and gain > best_gain:
+                    best_gain, best_move = gain, (layer.hls_name, option, candidate)
+        if best_move is not None:
+            choice[best_move[0]] = best_move[1]
+            result = best_move[2]
+            improved = True
+    return result
+
+
+def smallest_fitting_board(net: QuantizedNetwork, io_type: str, max_utilization: float, boards: Iterable[Board],
+                           reuse_factor=None, strategy: str = "auto") -> Optional[str]:
+    """The first board (in the order given: smallest first) the model fits on, or None."""
+    for board in sorted(boards, key=lambda b: (b.lut, b.dsp, b.bram18)):
+        if fit_network(net, board, io_type, max_utilization, reuse_factor, strategy).fits:
+            return board.name
+    return None
+
+
+def fit_or_raise(net: QuantizedNetwork, board: Board, io_type: str, max_utilization: float = 0.8,
+                 reuse_factor=None, strategy: str = "auto") -> FitResult:
+    """fit_network, raising FitError (with the table and the smallest board that fits) when nothing fits."""
+    from potatura.boards.catalog import load_catalog
+
+    result = fit_network(net, board, io_type, max_utilization, reuse_factor, strategy)
+    if result.fits:
+        return result
+    others = [b for b in load_catalog().values() if b.name != board.name]
+    smallest = smallest_fitting_board(net, io_type, max_utilization, others, reuse_factor, strategy)
+    hint = (f"the smallest catalog board it fits (estimated): {smallest}" if smallest else
+            "it fits no catalog board: prune/simplify further or lower the bit widths")
+    raise FitError(f"hwgen: {net.source} does not fit {board.name} at any reuse factor within "
+                   f"{max_utilization:.0%} of the device (over budget: {', '.join(result.over_budget())}); {hint}. "
+                   f"Cheapest configuration found:\n{result.table()}")

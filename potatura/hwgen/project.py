@@ -1,0 +1,320 @@
+"""One accelerator project per (board, model): fit, hls4ml project, build files, csim check, reports.
+
+Layout of out_dir (hwgen/<board>/hls4ml/ in a run):
+
+    project/            the hls4ml VivadoAccelerator project (firmware/, build_prj.tcl, the AXI-stream
+                        wrapper, the PYNQ driver) plus potatura's Makefile, build_overlay.tcl (Zynq)
+                        and BUILD.md with the exact commands
+    fit_report.md/json  per layer: strategy, RF, multipliers, DSP, BRAM18, LUT, FF, cycles; totals
+                        against the board (estimated, or synthesized when a build ran)
+    csim.json           C simulation vs QONNX reference: exact matches, max |difference| (simulated)
+    manifest.json       board, part, clock, io type, I/O encoding, types, files with sha256
+    convert.log         hls4ml's and g++'s console output
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from potatura.artifacts import file_sha256, write_json, write_text
+from potatura.boards.catalog import Board
+from potatura.errors import DataError, PotaturaError
+from potatura.hwgen import hls4ml_backend as backend
+from potatura.hwgen.fitter import FitResult, fit_or_raise
+from potatura.hwgen.graph import QuantizedNetwork
+from potatura.hwgen.reports import find_reports, parse_csynth_xml, parse_utilization
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+class TypeMismatchError(PotaturaError):
+    """hls4ml chose a type different from the exact one potatura derived: the result would not be bit-exact."""
+
+
+def resolve_io_type(net: QuantizedNetwork, io_type: str) -> str:
+    """auto: io_stream for CNNs (line buffers, one pixel at a time), io_parallel for MLPs."""
+    if io_type == "auto":
+        return "io_stream" if net.has_conv else "io_parallel"
+    return io_type
+
+
+def qonnx_reference(qonnx_path: str | Path, x_nchw: np.ndarray) -> np.ndarray:
+    """The QONNX integer reference (qonnx's executor, via the quant stage) on inputs (N, C, H, W), float64."""
+    from potatura.quant.reference import execute_qonnx
+
+    return np.asarray(execute_qonnx(qonnx_path, np.asarray(x_nchw, dtype=np.float32)), dtype=np.float64)
+
+
+def _render(template: str, values: dict) -> str:
+    text = (TEMPLATES / template).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", str(value))
+    if "@@" in text:
+        raise RuntimeError(f"template {template}: unfilled placeholder near {text[text.index('@@'):][:40]!r}")
+    return text
+
+
+def _patch_part(project_dir: Path, board: Board) -> None:
+    """hls4ml's VivadoAccelerator writer forces the part of its own template board: put the catalog's back."""
+    for name in ("project.tcl", "hls4ml_config.yml"):
+        path = project_dir / name
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines(keepends=True)
+        out = []
+        for line in lines:
+            if name == "project.tcl" and line.startswith("set part "):
+                line = f'set part "{board.part}"\n'
+            elif name == "hls4ml_config.yml" and line.startswith("Part:"):
+                line = f"Part: {board.part}\n"
+            out.append(line)
+        write_text(path, "".join(out))
+
+
+def write_build_files(project_dir: Path, board: Board, net: QuantizedNetwork) -> list[str]:
+    """Makefile (+ build_overlay.tcl on Zynq) and BUILD.md with the exact build commands."""
+    overlay = backend.PROJECT_NAME
+    in_bits = 32  # float words in (the wrapper rounds them to the input type)
+    out_bits = 32 if backend.axi_output_type(net) == "float" else 64
+    values = dict(BOARD=board.name, PART=board.part, PROJECT=backend.PROJECT_NAME, OVERLAY=overlay,
+                  CLOCK_MHZ=f"{board.clock_mhz:g}", PLATFORM=board.platform or "")
+    written = []
+    if board.is_zynq:
+        write_text(project_dir / "Makefile", _render("Makefile.zynq", values))
+        write_text(project_dir / "build_overlay.tcl", _render("zynq_overlay.tcl", dict(
+            values, FAMILY=board.family, BOARD_PART=board.board_part or "", PS_VLNV=board.ps_ip,
+            IN_BITS=in_bits, OUT_BITS=out_bits)))
+        written += ["Makefile", "build_overlay.tcl"]
+        steps = ["make ip        # HLS synthesis + IP export (vivado_hls)",
+                 "make overlay   # block design, bitstream: overlay/*.bit + overlay/*.hwh"]
+        outputs = f"overlay/{overlay}.bit and overlay/{overlay}.hwh (copy both to the board, same folder)"
+    else:
+        write_text(project_dir / "Makefile", _render("Makefile.alveo", values))
+        written.append("Makefile")
+        steps = ["make ip        # HLS synthesis + IP export (vivado_hls)",
+                 "make xo        # RTL kernel package (hls4ml's design.tcl)",
+                 f"make xclbin    # v++ link for {board.platform}"]
+        outputs = f"xclbin_files/{backend.PROJECT_NAME}_kernel.xclbin (load it with XRT's pyxrt)"
+    build_md = "\n".join([
+        f"# Building the {board.name} accelerator",
+        "",
+        f"Board {board.name} ({board.part}), PL clock {board.clock_mhz:g} MHz, shell {board.shell}.",
+        "The resource figures in fit_report.md are potatura's estimates until these commands run",
+        "(`potatura hwgen FLOW --build` runs them when the vendor tools are on PATH and reads the",
+        "reports back).",
+        "",
+        "```",
+        f"cd {project_dir.name}",
+        *steps,
+        "```",
+        "",
+        f"Result: {outputs}.",
+        "",
+        "Accelerator I/O (AXI stream, one packet per sample):",
+        f"- input: {int(np.prod(net.input_shape))} float32 words, channels-last {list(net.input_shape)} "
+        f"(the host transposes NCHW {list(net.input_shape_nchw)}); the IP rounds them to {net.input_type.ap()}",
+        f"- output: {int(np.prod(net.output_shape))} {backend.axi_output_type(net)} words, exact values of "
+        f"{net.output_type.ap()}",
+        "",
+        "The C simulation needs no vendor tool: `./build_lib.sh` (g++).",
+        "",
+    ])
+    write_text(project_dir / "BUILD.md", build_md)
+    written.append("BUILD.md")
+    return written
+
+
+@dataclass
+class BuildOutcome:
+    ran: bool
+    message: str
+    reports: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"ran": self.ran, "message": self.message, "reports": self.reports}
+
+
+def vendor_tools(board: Board) -> dict[str, Optional[str]]:
+    """Paths of the tools a build needs (None when not on PATH)."""
+    hls = os.environ.get("POTATURA_HLS") or ("vivado_hls" if shutil.which("vivado_hls") else "vitis_hls")
+    tools = {"hls": shutil.which(hls), "vivado": shutil.which("vivado"), "make": shutil.which("make")}
+    if not board.is_zynq:
+        tools["v++"] = shutil.which("v++")
+    return tools
+
+
+def run_build(project_dir: Path, board: Board, log_path: Path, timeout_s: Optional[float] = None) -> BuildOutcome:
+    """Run the Makefile when the vendor tools are on PATH; otherwise say how to build."""
+    tools = vendor_tools(board)
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        return BuildOutcome(False, f"not built: {', '.join(missing)} not on PATH; build with `make` in {project_dir} "
+                                   f"(see BUILD.md); resources stay potatura's estimates")
+    env = dict(os.environ, HLS=tools["hls"])
+    with open(log_path, "a") as log:
+        proc = subprocess.run(["make", "HLS=" + tools["hls"]], cwd=project_dir, stdout=log, stderr=subprocess.STDOUT,
+                              env=env, timeout=timeout_s)
+    reports = {}
+    for kind, path in find_reports(project_dir, backend.PROJECT_NAME).items():
+        reports[kind] = parse_csynth_xml(path) if kind == "csynth" else parse_utilization(path)
+    if proc.returncode != 0:
+        return BuildOutcome(True, f"build failed (make exit {proc.returncode}); log: {log_path}", reports)
+    return BuildOutcome(True, "built", reports)
+
+
+def apply_reports(fit: FitResult, reports: dict) -> None:
+    """Put report figures beside the estimates: implementation beats C synthesis."""
+    if "utilization" in reports:
+        fit.source = "implemented (Vivado utilization report); per-layer rows are estimates"
+    elif "csynth" in reports:
+        fit.source = "synthesized (HLS C-synthesis report); per-layer rows are estimates"
+    fit.measured = reports
+
+
+@dataclass
+class ProjectResult:
+    board: str
+    backend: str
+    out_dir: Path
+    fit: FitResult
+    csim: Optional[backend.CsimResult]
+    build: BuildOutcome
+    seconds: dict
+    hls_model: object = field(default=None, repr=False)  # the compiled hls4ml model (keep_model=True)
+
+    def summary(self) -> dict:
+        return {"board": self.board, "backend": self.backend, "dir": str(self.out_dir),
+                "io_type": self.fit.io_type, "fits": self.fit.fits, "figures": self.fit.source,
+                "totals_estimated": self.fit.totals, "budget": self.fit.budget,
+                "interval_cycles_estimated": self.fit.interval_cycles,
+                "latency_cycles_estimated": self.fit.latency_cycles,
+                "reuse_factors": self.fit.reuse_factors(),
+                "csim": self.csim.to_dict() if self.csim else None,
+                "build": self.build.to_dict(), "seconds": self.seconds}
+
+
+def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_type: str = "auto",
+                     max_utilization: float = 0.8, reuse_factor=None, strategy: str = "auto",
+                     x_nchw: Optional[np.ndarray] = None, reference: Optional[np.ndarray] = None,
+                     build: bool = False, keep_model: bool = False,
+                     on_step: Optional[Callable[[str], None]] = None) -> ProjectResult:
+    """Fit, convert, write, (compile + csim when inputs are given), (build); write the reports.
+
+    Raises FitError when the model fits the board at no reuse factor, TypeMismatchError when hls4ml
+    would not use potatura's exact types. With keep_model, result.hls_model is the hls4ml model.
+    """
+    step = on_step or (lambda s: None)
+    out_dir = Path(out_dir)
+    project_dir = out_dir / "project"
+    log_path = out_dir / "convert.log"
+    io = resolve_io_type(net, io_type)
+    seconds: dict[str, float] = {}
+
+    step("fit")
+    fit = fit_or_raise(net, board, io, max_utilization, reuse_factor, strategy)
+    if project_dir.exists():
+        shutil.rmtree(project_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / "fit_report.md", fit.table() + "\n")
+
+    step("convert")
+    t0 = time.perf_counter()
+    hls_model = backend.convert(net, board, fit, project_dir, log_path)
+    problems = backend.check_types(net, hls_model)
+    if problems:
+        raise TypeMismatchError(f"hwgen: hls4ml would not compute {net.source} bit-exactly on {board.name}:\n"
+                                + "\n".join(problems))
+    csim = None
+    if x_nchw is not None:
+        if reference is None:
+            raise ValueError("reference outputs are needed with x_nchw")
+        step("compile")
+        seconds["convert_write"] = time.perf_counter() - t0
+        seconds["compile"] = backend.compile_csim(hls_model, log_path)
+        step("csim")
+        csim, _ = backend.run_csim(hls_model, net, x_nchw, reference)
+        seconds["csim"] = csim.seconds
+    else:
+        with backend._quiet(log_path):
+            hls_model.write()
+        seconds["convert_write"] = time.perf_counter() - t0
+    _patch_part(project_dir, board)
+    tarball = project_dir.with_name(project_dir.name + ".tar.gz")
+    if tarball.exists():
+        tarball.unlink()  # hls4ml's copy of the project; the folder is the artifact
+    build_files = write_build_files(project_dir, board, net)
+
+    outcome = BuildOutcome(False, "not requested (figures are estimates; `potatura hwgen FLOW --build` builds "
+                                  "when Vivado/Vitis is on PATH)")
+    if build:
+        step("build")
+        t0 = time.perf_counter()
+        outcome = run_build(project_dir, board, log_path)
+        seconds["build"] = time.perf_counter() - t0
+        if outcome.reports:
+            apply_reports(fit, outcome.reports)
+
+    write_text(out_dir / "fit_report.md", fit.table() + _measured_lines(fit) + "\n")
+    write_json(out_dir / "fit_report.json", fit.to_dict())
+    if csim is not None:
+        write_json(out_dir / "csim.json", csim.to_dict())
+    write_json(out_dir / "manifest.json", _manifest(net, board, fit, project_dir, build_files, csim, outcome))
+    return ProjectResult(board.name, "hls4ml", out_dir, fit, csim, outcome,
+                         {k: round(v, 3) for k, v in seconds.items()}, hls_model if keep_model else None)
+
+
+def _measured_lines(fit: FitResult) -> str:
+    if not fit.measured:
+        return ""
+    lines = ["", "Vendor reports:"]
+    for kind, rep in fit.measured.items():
+        figures = ", ".join(f"{k} {rep[k]}" for k in ("lut", "ff", "dsp", "bram18", "uram",
+                                                       "latency_worst_cycles", "interval_max_cycles")
+                            if rep.get(k) is not None)
+        lines.append(f"- {rep.get('source', kind)}: {figures}")
+    return "\n".join(lines)
+
+
+def _manifest(net: QuantizedNetwork, board: Board, fit: FitResult, project_dir: Path, build_files: list[str],
+              csim, outcome: BuildOutcome) -> dict:
+    def version(pkg: str) -> Optional[str]:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    key_files = ["firmware/" + backend.PROJECT_NAME + ".cpp", "firmware/" + backend.PROJECT_NAME + "_axi.cpp",
+                 "firmware/parameters.h", "build_prj.tcl", "project.tcl", "axi_stream_driver.py", *build_files]
+    files = {f: file_sha256(project_dir / f) for f in key_files if (project_dir / f).is_file()}
+    if not files:
+        raise DataError(f"{project_dir}: the hls4ml project was not written")
+    return {
+        "format": "potatura-hwgen-project/1",
+        "backend": "hls4ml", "hls4ml_backend": "VivadoAccelerator", "interface": backend.INTERFACE,
+        "project_name": backend.PROJECT_NAME, "project_dir": "project",
+        "board": board.name, "part": board.part, "family": board.family, "shell": board.shell,
+        "clock_mhz": board.clock_mhz, "hls4ml_template_board": board.hls4ml_board, "platform": board.platform,
+        "io_type": fit.io_type,
+        "input": {"shape_nchw": list(net.input_shape_nchw), "shape": list(net.input_shape),
+                  "layout": "channels-last (host transposes NCHW)", "axi_word": "float",
+                  "type": net.input_type.ap(), "quant_node": net.input_quant},
+        "output": {"shape": list(net.output_shape), "axi_word": backend.axi_output_type(net),
+                   "type": net.output_type.ap()},
+        "layers": net.summary(),
+        "reuse_factors": fit.reuse_factors(),
+        "strategies": {f.layer.hls_name: f.estimate.strategy for f in fit.layers if f.layer.has_weights},
+        "resources": {"figures": fit.source, "estimated_totals": fit.totals, "reports": fit.measured},
+        "csim": csim.to_dict() if csim is not None else None,
+        "build": outcome.to_dict(),
+        "files": files,
+        "tools": {"hls4ml": version("hls4ml"), "qonnx": version("qonnx"), "onnx": version("onnx")},
+    }

@@ -1,0 +1,181 @@
+"""The `hwgen` stage: quantized QONNX model -> one accelerator project per (board, backend), csim-checked.
+
+Reads the quant stage's "qonnx" (the cleaned QONNX model), "golden" (golden.npz: x float32 NCHW
+inputs; y reference outputs) and, when present, "quant_json" (cross-checked, never required).
+Writes hwgen/<board>/<backend>/ (see potatura.hwgen.project) plus report.json and report.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from potatura.artifacts import write_json, write_text
+from potatura.boards.catalog import get_board
+from potatura.errors import DataError
+from potatura.flow import Progress, Stage, StageContext
+from potatura.hwgen.config import HwgenConfig
+from potatura.hwgen.graph import QuantizedNetwork, read_network
+from potatura.hwgen.project import generate_project, qonnx_reference, resolve_io_type
+
+
+def load_golden(path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(x float32 NCHW inputs, y reference outputs or None) from golden.npz."""
+    try:
+        with np.load(path) as data:
+            if "x" not in data:
+                raise DataError(f"{path}: golden file has no 'x' array (inputs); arrays: {', '.join(data.files)}")
+            x = np.asarray(data["x"], dtype=np.float32)
+            y = np.asarray(data["y"]) if "y" in data else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz file: {exc}") from None
+    return x, y
+
+
+def cross_check_quant_json(net: QuantizedNetwork, path: Optional[Path]) -> dict:
+    """Gate on the quant stage's hardware flag, then check its fixed-point types against the model's.
+
+    Types are derived from the QONNX Quant nodes (the model is the truth); quant.json must agree:
+    a tensor type there that the model does not have means the two files do not belong together.
+    """
+    if path is None:
+        return {"checked": False, "reason": "no quant.json"}
+    from potatura.quant.hardware import require_hardware_ready
+
+    info = require_hardware_ready(path, backend="the hls4ml backend")
+    derived = {(t.width, t.integer, t.signed) for t in [net.input_type]
+               + [lt for layer in net.layers for lt in (layer.weight_type, layer.bias_type, layer.result_type) if lt]}
+    unmatched = []
+    checked = 0
+    for tensor, entry in (info.get("tensors") or {}).items():
+        fixed = entry.get("fixed_point") or {}
+        if not isinstance(fixed.get("integer"), int):
+            continue
+        checked += 1
+        if (fixed["width"], fixed["integer"], fixed["signed"]) not in derived:
+            unmatched.append(f"{tensor} ({entry.get('role')}): {fixed.get('type')}")
+    if unmatched:
+        raise DataError(f"hwgen: {path} does not describe {net.source}: no Quant node of the model has the type of "
+                        + "; ".join(unmatched[:5]))
+    return {"checked": True, "hardware_ready": True, "tensors_checked": checked, "consistent": True}
+
+
+def golden_consistency(y_golden: Optional[np.ndarray], reference: np.ndarray, net: QuantizedNetwork) -> dict:
+    """How the quant stage's golden outputs relate to the QONNX execution run here."""
+    if y_golden is None:
+        return {"checked": False, "reason": "golden.npz has no y"}
+    ref = reference.reshape(len(reference), -1)
+    y = np.asarray(y_golden).reshape(len(y_golden), -1)
+    if y.shape != ref.shape:
+        return {"checked": True, "consistent": False, "reason": f"y has shape {y.shape}, the model gives {ref.shape}"}
+    if np.issubdtype(y.dtype, np.integer):
+        # Integer codes of the output type (the last accumulator's grid).
+        diff = np.abs(y.astype(np.float64) * net.output_type.lsb - ref)
+        encoding = f"integer codes x {net.output_type.lsb:g}"
+    else:
+        diff = np.abs(y.astype(np.float64) - ref)
+        encoding = "values"
+    return {"checked": True, "encoding": encoding, "consistent": bool(diff.max() == 0) if diff.size else True,
+            "max_abs_difference": float(diff.max()) if diff.size else 0.0}
+
+
+def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Optional[Path], out_dir: Path,
+              quant_json: Optional[Path] = None, log: Optional[logging.Logger] = None,
+              progress: Optional[Progress] = None) -> dict[str, Path]:
+    """Generate every (board, backend) project; return {output name: path}."""
+    log = log or logging.getLogger("potatura.hwgen")
+    progress = progress or Progress(enabled=False)
+    out_dir = Path(out_dir)
+    net = read_network(qonnx_path)
+    io_type = resolve_io_type(net, cfg.io_type)
+    log.info("hwgen: %s: %d layers, input %s %s, output %s, %s", net.source, len(net.layers),
+             list(net.input_shape_nchw), net.input_type.ap(), net.output_type.ap(), io_type)
+    json_check = cross_check_quant_json(net, quant_json)
+    x = reference = None
+    golden_check: dict = {"checked": False, "reason": "csim disabled"}
+    if cfg.csim:
+        if golden_path is None:
+            raise DataError("hwgen: csim needs the golden inputs (quant's golden.npz); set hwgen.csim: false to skip")
+        x, y_golden = load_golden(golden_path)
+        if cfg.csim_samples is not None:
+            x = x[:cfg.csim_samples]
+            y_golden = y_golden[:cfg.csim_samples] if y_golden is not None else None
+        if x.shape[1:] != tuple(net.input_shape_nchw):
+            raise DataError(f"{golden_path}: inputs have shape {list(x.shape[1:])}, the model takes "
+                            f"{list(net.input_shape_nchw)}")
+        reference = qonnx_reference(qonnx_path, x)
+        golden_check = golden_consistency(y_golden, reference, net)
+        if golden_check.get("checked") and not golden_check.get("consistent"):
+            log.warning("hwgen: golden y differs from the QONNX execution here (%s); csim is compared with QONNX",
+                        golden_check)
+
+    projects = []
+    outputs: dict[str, Path] = {}
+    steps = ["fit", "convert", "compile", "csim", "build"]
+    total = len(cfg.boards) * len(cfg.backends) * len(steps)
+    with progress.task("hwgen", total=total) as update:
+        for board_name in cfg.boards:
+            board = get_board(board_name)
+            if cfg.clock_mhz is not None:
+                board = dataclasses.replace(board, clock_mhz=float(cfg.clock_mhz))
+            for backend_name in cfg.backends:
+                where = out_dir / board.name / backend_name
+                result = generate_project(
+                    net, board, where, io_type=io_type, max_utilization=cfg.max_utilization,
+                    reuse_factor=cfg.reuse_factor, strategy=cfg.strategy, x_nchw=x, reference=reference,
+                    build=cfg.build,
+                    on_step=lambda s, b=board.name: update(advance=1, description=f"hwgen {b}: {s}"))
+                summary = result.summary()
+                summary["dir"] = str(where.relative_to(out_dir))
+                projects.append(summary)
+                outputs[f"{board.name}.{backend_name}"] = where
+                csim = result.csim
+                log.info("hwgen %s/%s: %s, interval %d cycles (estimated), %s", board.name, backend_name,
+                         ", ".join(f"RF {k}={v}" for k, v in result.fit.reuse_factors().items()),
+                         result.fit.interval_cycles,
+                         f"csim {csim.exact_matches}/{csim.samples} bit-exact (simulated)" if csim else "no csim")
+    report = {"model": str(qonnx_path), "io_type": io_type, "input_type": net.input_type.ap(),
+              "output_type": net.output_type.ap(), "layers": net.summary(), "quant_json": json_check,
+              "golden": golden_check, "projects": projects}
+    outputs["report"] = write_json(out_dir / "report.json", report)
+    outputs["summary"] = write_text(out_dir / "report.md", _markdown(report, out_dir))
+    return outputs
+
+
+def _markdown(report: dict, out_dir: Path) -> str:
+    lines = ["# hwgen report", "", f"model {report['model']}: input {report['input_type']}, output "
+             f"{report['output_type']}, {report['io_type']}", "",
+             "| board | backend | fits | DSP | BRAM18 | LUT | interval (cycles) | csim exact | max abs diff |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for p in report["projects"]:
+        t = p["totals_estimated"]
+        c = p["csim"] or {}
+        exact = f"{c['exact_matches']}/{c['samples']}" if c else "-"
+        lines.append(f"| {p['board']} | {p['backend']} | {'yes' if p['fits'] else 'no'} | {t['dsp']:,} | "
+                     f"{t['bram18']:,} | {t['lut']:,} | {p['interval_cycles_estimated']:,} | {exact} | "
+                     f"{c.get('max_abs_difference', '-')} |")
+    lines += ["", "Resources and cycles: potatura's estimates unless a project's fit_report.md says synthesized; "
+              "csim: simulated (hls4ml C simulation vs QONNX execution).", ""]
+    for p in report["projects"]:
+        lines += [f"## {p['board']} / {p['backend']}", "", (out_dir / p["dir"] / "fit_report.md").read_text(), ""]
+    return "\n".join(lines)
+
+
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.config.hwgen
+    quant_json = ctx.inputs.get("quant", {}).get("quant_json")
+    golden = ctx.input("quant", "golden") if cfg.csim else ctx.inputs.get("quant", {}).get("golden")
+    return run_hwgen(cfg, ctx.input("quant", "qonnx"), golden, ctx.out_dir, quant_json, ctx.log, ctx.progress)
+
+
+STAGE = Stage(
+    name="hwgen",
+    run=run,
+    config_sections=("hwgen",),
+    needs=("quant",),
+    description="hls4ml accelerator projects per board, fitted and checked bit-exact in C simulation",
+)
