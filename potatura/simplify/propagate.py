@@ -135,8 +135,8 @@ class _ConstantInterpreter(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         op = self.ops[n]
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        if op.op_class in (OpClass.CONV, OpClass.LINEAR):
-            src = self.infos[op.inputs[0]]
+        src = self.infos.get(op.inputs[0]) if op.op_class in (OpClass.CONV, OpClass.LINEAR) else None
+        if src is not None:
             # Zero the live inputs: a constant output unit then holds exactly its constant.
             args = (args[0] * src.channel_mask_tensor(src.constant),) + tuple(args[1:])
         # In-place operators (ReLU(inplace=True)) must not overwrite a recorded value.
@@ -162,8 +162,7 @@ class _ConstantInterpreter(fx.Interpreter):
         shape = tensor_shape(n)
         cls = op.op_class
         ins = [self.infos.get(i) for i in op.inputs]
-        if cls in (OpClass.CHANNELWISE, OpClass.BATCHNORM, OpClass.BIAS_MAP, OpClass.FLATTEN,
-                   OpClass.ELEMENTWISE, OpClass.CONCAT) and any(i is None for i in ins):
+        if cls not in (OpClass.PLACEHOLDER, OpClass.OPAQUE) and any(i is None for i in ins):
             cls = OpClass.OPAQUE
         if cls is OpClass.ELEMENTWISE and any(not np.array_equal(i.unit_sizes, ins[0].unit_sizes) for i in ins):
             cls = OpClass.OPAQUE

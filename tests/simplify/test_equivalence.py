@@ -93,10 +93,15 @@ def test_unpruned_model_only_loses_its_batchnorms():
     _assert_same_logits(model, result.model, x)
 
 
-def test_the_input_model_is_not_modified():
+def test_the_input_model_is_not_modified_and_eval_semantics_are_used():
     model, shape = zoo_model("vgg-small")
     mask_model(model, ["half"] * len(prunable_layers(model)), seed=2)
+    model.train()  # BN in training mode would update its statistics if simplify ran it
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    simplify(model, torch.randn(1, *shape))
+    x = torch.randn(4, *shape)
+    result = simplify(model, x[:1])
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert model.training and all(m.training for m in model.modules())
+    assert not result.model.training
+    _assert_same_logits(model.eval(), result.model, x)
