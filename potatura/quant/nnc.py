@@ -1,12 +1,16 @@
 """NNC (MPEG-7 Part 17) size report: code a float model with NNCodec and measure the bitstream.
 
 NNCodec (PyPI `nncodec`, the reference codec: NNC quantization + DeepCABAC) needs numpy<2, so it
-lives in its own environment, not in potatura's: by default <repo>/.venv-nnc (override with
-$POTATURA_NNC_PYTHON). Create it with:
+lives in its own environment, not in potatura's: <repo>/.venv-nnc, or the board lane .venv-board
+(override with $POTATURA_NNC_PYTHON). Create a dedicated one with:
 
     python3.11 -m venv .venv-nnc
     .venv-nnc/bin/pip install torch==2.13.0          # first: the CPU build
     .venv-nnc/bin/pip install -c <(echo torch==2.13.0) nncodec 'numpy<2' 'protobuf<6' 'torchvision==0.28.*'
+
+(nncodec requires torchvision; unpinned, pip pulls the newest one and with it a newer CUDA torch.
+PyPI's torchvision is a CUDA build that cannot load beside the CPU torch; nnc_worker.py copes,
+since coding a parameter dict never uses torchvision.)
 
 The parameters go to that interpreter as an .npz file; nnc_worker.py (numpy + nncodec only)
 encodes them at NNCodec's defaults, decodes the bitstream and writes the decoded parameters
@@ -37,9 +41,13 @@ class NNCError(PotaturaError):
 
 
 def nnc_python() -> Path:
-    """The interpreter of the NNC environment ($POTATURA_NNC_PYTHON or <repo>/.venv-nnc/bin/python)."""
+    """The interpreter of the NNC environment: $POTATURA_NNC_PYTHON, else <repo>/.venv-nnc, else the
+    board lane <repo>/.venv-board (scripts/env-board installs the nnc extra there too)."""
     env = os.environ.get("POTATURA_NNC_PYTHON")
-    return Path(env) if env else REPO / ".venv-nnc" / "bin" / "python"
+    if env:
+        return Path(env)
+    candidates = [REPO / ".venv-nnc" / "bin" / "python", REPO / ".venv-board" / "bin" / "python"]
+    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 def available() -> bool:

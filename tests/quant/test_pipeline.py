@@ -19,6 +19,7 @@ from potatura.quant.export import to_channels_last, gemm_to_matmul
 from potatura.quant.hardware import require_hardware_ready
 from potatura.quant.pipeline import load_brevitas_model, quantize
 from potatura.quant.reference import execute_qonnx, run_torch
+from potatura.train.config import TrainConfig
 from potatura.train.loop import TrainLoop, evaluate, seed_everything
 
 
@@ -30,10 +31,9 @@ def digits():
 @pytest.fixture(scope="module")
 def pruned_lenet5(digits):
     """LeNet-5 trained 8 epochs on digits, then 30% of each weight tensor pruned by magnitude."""
-    cfg = load_config(None, {"train": {"epochs": 8}})
     seed_everything(0)
     model = build_model("lenet5", digits.input_shape, digits.num_classes)
-    TrainLoop(model, digits, cfg.train, seed=0).run()
+    TrainLoop(model, digits, TrainConfig(method="none", preset="off", epochs=8), seed=0).run()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -146,7 +146,7 @@ def _context(tmp_path, cfg, inputs):
 
 
 def test_stage_writes_the_named_outputs(tmp_path, digits, pruned_lenet5):
-    cfg = load_config(None, {"quant": {"calibration_samples": 300}})
+    cfg = load_config(None, {"train": {"method": "none", "preset": "off"}, "quant": {"calibration_samples": 300}})
     spec = {"name": "lenet5", "options": {}, "input_shape": [1, 8, 8], "num_classes": 10}
     save_model_file(tmp_path / "train.pt", pruned_lenet5, spec=spec)
     save_model_file(tmp_path / "simplified.pt", pruned_lenet5)  # a pickled module, as simplify writes
