@@ -48,9 +48,11 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         raise UnsupportedError(f"simplify: example input must be a tensor [N, C, H, W] or [N, F], got {shape}")
     dtype = _model_dtype(model)
-    x64 = example_input[:1].detach().to(torch.float64)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    # The analysis runs on the CPU in float64; the result goes back to the model's device and dtype.
+    x64 = example_input[:1].detach().to("cpu", torch.float64)
 
-    work = copy.deepcopy(model).eval()
+    work = copy.deepcopy(model).cpu().eval()
     gm = trace(work)
     check_single_use(gm)
     gm = gm.to(torch.float64)
@@ -61,7 +63,7 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     changes = apply_plan(plan, allow_bias_maps=allow_bias_maps)
     propagate_shapes(gm, x64)
     after = layer_sizes(gm)
-    gm = gm.to(dtype).eval()
+    gm = gm.to(device=device, dtype=dtype).eval()
     seconds = time.perf_counter() - start
 
     folded_into = {conv: bn for conv, bn in folded}
