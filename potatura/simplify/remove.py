@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from potatura.errors import UnsupportedError
 from potatura.simplify.graph import OpClass
 from potatura.simplify.layers import BiasMap
 from potatura.simplify.propagate import ChannelPlan, TensorInfo, _conv_kind
@@ -127,8 +128,6 @@ def _simplify_conv(plan: ChannelPlan, node: fx.Node, conv: nn.Conv2d, allow_bias
             new_bias = new_bias + flat.mean(1)
         else:
             if not allow_bias_maps:
-                from potatura.errors import UnsupportedError
-
                 raise UnsupportedError(
                     f"simplify: layer {node.target!r} needs a per-position bias map (removed channels with a "
                     "non-zero constant output meet its zero padding) and simplify.bias_maps is 'refuse'; set it "
