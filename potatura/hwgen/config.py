@@ -15,7 +15,7 @@ class HwgenConfig(StrictModel):
     backends: list[Literal["hls4ml"]] = Field(default_factory=lambda: ["hls4ml"],
                                               description="accelerator generators")
     io_type: Literal["auto", "io_stream", "io_parallel"] = Field(
-        "auto", description="auto: io_stream for CNNs, io_parallel for MLPs")
+        "auto", description="auto: io_stream for CNNs and MLPs over 16384 weights, io_parallel for small MLPs")
     max_utilization: float = Field(0.8, gt=0, le=1, description="share of each board resource the design may use")
     reuse_factor: Optional[Union[int, dict[str, int]]] = Field(
         None, description="override the fitter: one reuse factor for every layer (nearest valid one per layer) "

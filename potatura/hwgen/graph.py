@@ -123,6 +123,12 @@ class QuantizedNetwork:
         return any(layer.kind == "conv2d" for layer in self.layers)
 
     @property
+    def float32_reference_exact(self) -> bool:
+        """Whether a float32 execution (QONNX via onnxruntime) computes every sum exactly: every
+        accumulator fits float32's 24-bit significand. Beyond that the float reference itself may round."""
+        return all(layer.accum_type.float_exact(24) for layer in self.compute_layers)
+
+    @property
     def compute_layers(self) -> list[Layer]:
         return [layer for layer in self.layers if layer.has_weights]
 
@@ -414,9 +420,19 @@ def read_network(model_or_path, source: Optional[str] = None) -> QuantizedNetwor
                 raise reader.fail(node, f"reshape to {out_shape}: only flattening to (1, n) is supported")
             layers.append(Layer("flatten", node.name, hls_layer_name(node.name, op), shape, out_shape,
                                 cur_type, cur_type))
-        else:  # Add not after a MatMul, or a Gemm that GemmToMatMul could not convert
-            raise reader.fail(node, "this node cannot be mapped here (an Add of two tensors, or a Gemm with "
-                                    "transA / alpha / beta?)")
+        elif op == "Add":
+            constant = any(model.get_initializer(t) is not None or (model.find_producer(t) is not None and
+                           model.find_producer(t).op_type == "Quant" and
+                           model.get_initializer(model.find_producer(t).input[0]) is not None)
+                           for t in node.input if t != tensor)
+            if constant and layers and layers[-1].kind == "conv2d":
+                raise reader.fail(node, "a constant added after a convolution (simplify's per-position bias map) "
+                                        "has no hls4ml layer; simplify with simplify.bias_maps: refuse, or train "
+                                        "so that pruned neurons of padded convolutions carry no constant")
+            raise reader.fail(node, "only a constant bias right after a MatMul/Gemm is supported (residual adds "
+                                    "of two tensors are not)")
+        else:  # a Gemm that GemmToMatMul could not convert
+            raise reader.fail(node, "this Gemm cannot become MatMul + Add (transA, or alpha/beta != 1?)")
         tensor, shape = out, out_shape
         node = reader.next_node(tensor)
 

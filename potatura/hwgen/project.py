@@ -40,10 +40,14 @@ class TypeMismatchError(PotaturaError):
     """hls4ml chose a type different from the exact one potatura derived: the result would not be bit-exact."""
 
 
+SMALL_MLP_WEIGHTS = 16384  # io_parallel unrolls everything: past this, compile and synthesis times explode
+
+
 def resolve_io_type(net: QuantizedNetwork, io_type: str) -> str:
-    """auto: io_stream for CNNs (line buffers, one pixel at a time), io_parallel for MLPs."""
+    """auto: io_stream for CNNs (line buffers, one pixel at a time) and large MLPs, io_parallel for small MLPs."""
     if io_type == "auto":
-        return "io_stream" if net.has_conv else "io_parallel"
+        small_mlp = not net.has_conv and sum(layer.n_weights for layer in net.compute_layers) <= SMALL_MLP_WEIGHTS
+        return "io_parallel" if small_mlp else "io_stream"
     return io_type
 
 

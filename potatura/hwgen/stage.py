@@ -138,7 +138,11 @@ def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Optional[Path], o
                          ", ".join(f"RF {k}={v}" for k, v in result.fit.reuse_factors().items()),
                          result.fit.interval_cycles,
                          f"csim {csim.exact_matches}/{csim.samples} bit-exact (simulated)" if csim else "no csim")
+    if not net.float32_reference_exact:
+        log.warning("hwgen: an accumulator is wider than 24 bits: the float32 QONNX reference may round where the "
+                    "accelerator is exact; a csim difference can then come from the reference")
     report = {"model": str(qonnx_path), "io_type": io_type, "input_type": net.input_type.ap(),
+              "float32_reference_exact": net.float32_reference_exact,
               "output_type": net.output_type.ap(), "layers": net.summary(), "quant_json": json_check,
               "golden": golden_check, "projects": projects}
     outputs["report"] = write_json(out_dir / "report.json", report)

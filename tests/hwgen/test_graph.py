@@ -133,3 +133,30 @@ def test_branching_graph_is_refused():
     with pytest.raises(UnsupportedError, match="feeds 2 nodes: branching graphs"):
         read_network(model, source="tiny")
     assert isinstance(onnx.helper.printable_graph(g), str)
+
+
+def _conv_with_bias_map():
+    rng = np.random.default_rng(0)
+    q, p = _quant("qin", "x", 2.0 ** -4, 8)
+    w = numpy_helper.from_array(rng.standard_normal((2, 1, 3, 3)).astype(np.float32) * 0.3, "w")
+    qw, pw = _quant("qw", "w", 2.0 ** -6, 8, narrow=1)
+    bias_map = numpy_helper.from_array(rng.standard_normal((1, 2, 4, 4)).astype(np.float32), "bias_map")
+    nodes = [q, qw, helper.make_node("Conv", ["qin_out", "qw_out"], ["c"], name="conv", pads=[1, 1, 1, 1],
+                                     kernel_shape=[3, 3], strides=[1, 1], dilations=[1, 1], group=1),
+             helper.make_node("Add", ["c", "bias_map"], ["y"], name="bias_map_add")]
+    return _model(nodes, [*p, w, *pw, bias_map], "y", in_shape=(1, 1, 4, 4), out_shape=(1, 2, 4, 4))
+
+
+def test_per_position_bias_map_is_refused_with_the_simplify_option():
+    with pytest.raises(UnsupportedError, match=r"\(Add\): a constant added after a convolution .*simplify.bias_maps: refuse"):
+        read_network(_conv_with_bias_map(), source="tiny")
+
+
+def test_io_type_auto(cnn_qonnx, mlp_quant):
+    from potatura.hwgen.project import resolve_io_type
+
+    assert resolve_io_type(read_network(cnn_qonnx), "auto") == "io_stream"
+    mlp = read_network(mlp_quant.paths["qonnx"])
+    assert resolve_io_type(mlp, "auto") == "io_parallel"
+    assert resolve_io_type(mlp, "io_stream") == "io_stream"
+    assert mlp.float32_reference_exact

@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Benchmark: hls4ml accelerators of dense vs pruned+simplified LeNet-5 (8-bit) on pynq-z2 and zcu104.
+
+One run, on this machine:
+1. LeNet-5 (20, 50 channels, 500 hidden) trained briefly on Fashion-MNIST 28x28 (Debian's
+   dataset-fashion-mnist files), the "dense" model;
+2. the "pruned" model: potatura's one-shot structured magnitude pruning (keep the largest-L1
+   neurons: --keep, default conv1 6, conv2 12, fc1 64; the classifier is never pruned), then
+   potatura.simplify removes the dead neurons, then a short fine-tune (not SeReNe: a stand-in with
+   the same structure of result, trained in seconds);
+3. both quantized by potatura.quant (8-bit weights and activations, power-of-two scales, int32
+   biases), golden outputs from the QONNX reference;
+4. per model and board: the fitter's choice (estimated DSP/BRAM18/LUT, estimated cycles), the
+   hls4ml project, the C simulation (g++) on the golden samples vs the QONNX reference (exact-match
+   rate: simulated), and the seconds to generate (convert + write) and to compile (measured).
+
+Multipliers "at RF 1" use hls4ml's multiplier_limit: ceil(n_in*n_out/RF), zero weights not removed,
+the same reuse factor for both models, so the ratio is what structured removal buys in every strategy.
+
+Run:   .venv/bin/python scripts/bench_hwgen.py               (about 5-15 minutes on 2 shared cores)
+       .venv/bin/python scripts/bench_hwgen.py --quick       (fewer training samples and csim samples)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from potatura.boards.catalog import get_board
+from potatura.config import DataConfig
+from potatura.data import load_dataset
+from potatura.errors import PotaturaError
+from potatura.hwgen.fitter import FitError
+from potatura.hwgen.graph import read_network
+from potatura.hwgen.project import generate_project, qonnx_reference
+from potatura.hwgen.stage import load_golden
+from potatura.models import build_model
+from potatura.quant.config import QuantConfig
+from potatura.quant.pipeline import quantize
+from potatura.simplify import simplify
+from potatura.train.magnitude import prune_lowest_l1_
+
+
+def train(model: torch.nn.Module, data, epochs: int, lr: float, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(data.x_train))
+        for i in range(0, len(perm), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((model.eval()(x).argmax(1) == y).float().mean())
+
+
+def multipliers_at_rf(net, rf: int) -> int:
+    """hls4ml multiplier_limit summed over layers at one reuse factor (Resource formula: zeros kept)."""
+    return sum(math.ceil(layer.n_weights / rf) for layer in net.compute_layers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 training samples, 100 csim samples")
+    parser.add_argument("--train-samples", type=int, default=12000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=300, help="golden samples run through each csim")
+    parser.add_argument("--keep", default="6,12,64", help="neurons kept in conv1,conv2,fc1 by the pruned model")
+    parser.add_argument("--boards", default="pynq-z2,zcu104")
+    parser.add_argument("--out", type=Path, default=None, help="keep the projects here (default: a temp folder)")
+    args = parser.parse_args()
+    if args.quick:
+        args.train_samples, args.samples = 2000, 100
+    torch.set_num_threads(2)
+    logging.basicConfig(level=logging.WARNING)
+
+    data = load_dataset(DataConfig(dataset="fashion-mnist", limit_train=args.train_samples), seed=0)
+    shape = tuple(data.x_train.shape[1:])
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    dense = train(build_model("lenet5", shape, data.num_classes), data, args.epochs, lr=0.02)
+    k1, k2, h = (int(v) for v in args.keep.split(","))
+    pruned = build_model("lenet5", shape, data.num_classes)
+    pruned.load_state_dict(dense.state_dict())
+    prune_lowest_l1_(pruned, {"conv1": k1, "conv2": k2, "fc1": h})
+    simplified = simplify(pruned, data.x_train[:1]).model
+    simplified = train(simplified, data, 1, lr=0.01, seed=1)
+    train_seconds = time.perf_counter() - t0
+
+    out_root = args.out or Path(tempfile.mkdtemp(prefix="bench_hwgen_"))
+    qcfg = QuantConfig(calibration_samples=512, check_samples=args.samples)
+    models = {}
+    for name, model in (("dense", dense), ("pruned+simplified", simplified)):
+        q = quantize(model, data, qcfg, out_root / name / "quant", seed=0)
+        net = read_network(q.paths["qonnx"])
+        x, _ = load_golden(q.paths["golden"])
+        models[name] = dict(net=net, qonnx=q.paths["qonnx"], x=x, reference=qonnx_reference(q.paths["qonnx"], x),
+                            float_acc=accuracy(model, data.x_test, data.y_test),
+                            quant_acc=q.summary["accuracy"]["test"]["quantized"])
+
+    rows = []
+    for name, m in models.items():
+        for board_name in args.boards.split(","):
+            board = get_board(board_name)
+            where = out_root / name / "hwgen" / board.name
+            try:
+                res = generate_project(m["net"], board, where, x_nchw=m["x"], reference=m["reference"])
+            except FitError as exc:
+                rows.append(dict(model=name, board=board.name, error=str(exc).splitlines()[0]))
+                continue
+            except PotaturaError as exc:
+                rows.append(dict(model=name, board=board.name, error=f"{type(exc).__name__}: {exc}"))
+                continue
+            t = res.fit.totals
+            rows.append(dict(model=name, board=board.name, rf=res.fit.reuse_factors(),
+                             strategies={f.layer.hls_name: f.estimate.strategy for f in res.fit.layers
+                                         if f.layer.has_weights},
+                             mult=t["multipliers"], dsp=t["dsp"], bram=t["bram18"], lut=t["lut"], ff=t["ff"],
+                             interval=res.fit.interval_cycles, latency=res.fit.latency_cycles,
+                             exact=res.csim.exact_matches, samples=res.csim.samples,
+                             maxdiff=res.csim.max_abs_difference,
+                             gen=res.seconds.get("convert_write", 0.0), compile=res.seconds.get("compile", 0.0)))
+
+    d, p = models["dense"]["net"], models["pruned+simplified"]["net"]
+    print(f"# hwgen benchmark: dense vs pruned+simplified LeNet-5, 8-bit, Fashion-MNIST 28x28\n")
+    print(f"training + pruning + simplify: {train_seconds:.0f} s (measured); projects in {out_root}\n")
+    print("| model | weights | test acc float | test acc 8-bit | multipliers at RF 1 | at RF 4 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, m in models.items():
+        net = m["net"]
+        print(f"| {name} | {sum(layer.n_weights for layer in net.compute_layers):,} | {m['float_acc']:.4f} | "
+              f"{m['quant_acc']:.4f} | {multipliers_at_rf(net, 1):,} | {multipliers_at_rf(net, 4):,} |")
+    print(f"| dense / pruned | {sum(x.n_weights for x in d.compute_layers) / sum(x.n_weights for x in p.compute_layers):.1f}x"
+          f" | | | {multipliers_at_rf(d, 1) / multipliers_at_rf(p, 1):.1f}x | "
+          f"{multipliers_at_rf(d, 4) / multipliers_at_rf(p, 4):.1f}x |\n")
+    print("| model | board | fits | multipliers | DSP | BRAM18 | LUT | FF | interval (cycles) | latency (cycles) | "
+          "csim exact | max abs diff | generate s | compile s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | {r['board']} | no | | | | | | | | | | | | ")
+            continue
+        print(f"| {r['model']} | {r['board']} | yes | {r['mult']:,} | {r['dsp']:,} | {r['bram']:,} | {r['lut']:,} | "
+              f"{r['ff']:,} | {r['interval']:,} | {r['latency']:,} | {r['exact']}/{r['samples']} "
+              f"({100 * r['exact'] / r['samples']:.0f}%) | {r['maxdiff']:g} | {r['gen']:.1f} | {r['compile']:.1f} |")
+    by = {(r["model"], r["board"]): r for r in rows if "error" not in r}
+    for board_name in args.boards.split(","):
+        a, b = by.get(("dense", board_name)), by.get(("pruned+simplified", board_name))
+        if a and b:
+            print(f"\n{board_name}: pruned/dense ratios: LUT {b['lut'] / max(a['lut'], 1):.2f}, BRAM18 "
+                  f"{b['bram'] / max(a['bram'], 1):.2f}, interval {b['interval'] / max(a['interval'], 1):.3f}, "
+                  f"compile time {b['compile'] / max(a['compile'], 1e-9):.2f}")
+    for r in rows:
+        if "error" in r:
+            print(f"\n{r['model']} on {r['board']}: {r['error']}")
+        else:
+            print(f"\n{r['model']} on {r['board']}: RF {r['rf']}, strategies {r['strategies']}")
+    print("\nDSP/BRAM18/LUT/FF, multipliers and cycles: potatura's estimates (no synthesis ran); csim: simulated "
+          "(hls4ml C simulation vs QONNX execution); seconds and accuracies: measured.")
+
+
+if __name__ == "__main__":
+    main()
