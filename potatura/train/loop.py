@@ -29,9 +29,21 @@ CHECKPOINT = "last.pt"
 
 
 class TrainHook:
-    """Extension point of the loop. Every method is optional; state is saved in checkpoints."""
+    """Extension point of the loop. Every method is optional; state is saved in checkpoints.
+
+    Order of calls: on_run_start (every run() call, after a resume restored the state),
+    on_train_start (fresh runs only), then per batch before_backward, after_backward,
+    after_step, per epoch on_epoch_end, and on_run_end when run() returns or fails.
+    """
+
+    def on_run_start(self, loop: "TrainLoop") -> None:
+        """Install module hooks here: a resumed run never calls on_train_start."""
 
     def on_train_start(self, loop: "TrainLoop") -> None: ...
+
+    def before_backward(self, loop: "TrainLoop", x: torch.Tensor, y: torch.Tensor,
+                        logits: torch.Tensor, loss: torch.Tensor) -> None:
+        """The forward graph is alive: extra torch.autograd.grad calls (retain_graph=True) go here."""
 
     def after_backward(self, loop: "TrainLoop", x: torch.Tensor, y: torch.Tensor,
                        logits: torch.Tensor, loss: torch.Tensor) -> None:
@@ -42,6 +54,9 @@ class TrainHook:
 
     def on_epoch_end(self, loop: "TrainLoop", metrics: dict) -> None:
         """`metrics` of this epoch may be extended in place; set loop.stop = True to end training."""
+
+    def on_run_end(self, loop: "TrainLoop") -> None:
+        """Remove what on_run_start installed."""
 
     def state_dict(self) -> dict:
         return {}
@@ -84,7 +99,13 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> Any:
+    if cfg.lr_schedule == "plateau":
+        # As in the LOBSTER/SeReNe reference: stepped on the validation loss, no improvement margin,
+        # a long cooldown so that the loss jump after each pruning round does not cut the LR again.
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.lr_gamma, patience=getattr(cfg, "lr_patience", 10),
+            threshold=0.0, cooldown=getattr(cfg, "lr_cooldown", 50))
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
     if cfg.lr_schedule == "step":
@@ -98,7 +119,8 @@ class TrainLoop:
     def __init__(self, model: nn.Module, data, cfg, seed: int = 0, checkpoint_dir: Optional[Path] = None,
                  hooks: Sequence[TrainHook] = (), log: Optional[logging.Logger] = None,
                  on_epoch: Optional[Callable[[dict], None]] = None, on_batch: Optional[Callable[[int, int], None]] = None,
-                 optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = "auto"):
+                 optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = "auto",
+                 evaluate_test: bool = True):
         self.model = model
         self.data = data
         self.cfg = cfg
@@ -110,6 +132,7 @@ class TrainLoop:
         self.on_batch = on_batch
         self.optimizer = optimizer or make_optimizer(model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg) if scheduler == "auto" else scheduler
+        self.evaluate_test = evaluate_test  # False: no per-epoch test pass (benchmarks test once at the end)
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
         self.stop = False
@@ -169,6 +192,8 @@ class TrainLoop:
             self.optimizer.zero_grad(set_to_none=True)
             logits = self.model(x)
             loss = nn.functional.cross_entropy(logits, y)
+            for h in self.hooks:
+                h.before_backward(self, x, y, logits, loss)
             loss.backward()
             for h in self.hooks:
                 h.after_backward(self, x, y, logits, loss)
@@ -187,9 +212,19 @@ class TrainLoop:
         that many epochs of this call, as a killed run would (used to test resume)."""
         epochs = self.cfg.epochs if epochs is None else epochs
         resumed = self.try_resume()
-        if resumed == 0:
+        for h in self.hooks:
+            h.on_run_start(self)
+        try:
+            if resumed == 0:
+                for h in self.hooks:
+                    h.on_train_start(self)
+            self._run_epochs(epochs, stop_after)
+        finally:
             for h in self.hooks:
-                h.on_train_start(self)
+                h.on_run_end(self)
+        return TrainResult(self.model, self.history, self.epoch, resumed, stopped_early=self.stop)
+
+    def _run_epochs(self, epochs: int, stop_after: Optional[int]) -> None:
         done_here = 0
         while self.epoch < epochs and not self.stop:
             if stop_after is not None and done_here >= stop_after:
@@ -199,9 +234,10 @@ class TrainLoop:
             metrics.update(self.train_epoch(self.epoch))
             metrics["train_seconds"] = time.perf_counter() - t0
             val = evaluate(self.model, self.data.x_val, self.data.y_val)
-            test = evaluate(self.model, self.data.x_test, self.data.y_test)
-            metrics.update({"val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                            "test_loss": test["loss"], "test_accuracy": test["accuracy"]})
+            metrics.update({"val_loss": val["loss"], "val_accuracy": val["accuracy"]})
+            if self.evaluate_test:
+                test = evaluate(self.model, self.data.x_test, self.data.y_test)
+                metrics.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
             if self.scheduler is not None:
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(val["loss"])
@@ -219,13 +255,13 @@ class TrainLoop:
             if path is not None:
                 save_torch(path, self.state_dict())
             self.log.info(
-                "epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | test acc %.4f | %.1f s",
+                "epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | test acc %s | %.1f s",
                 metrics["epoch"], metrics["train_loss"], metrics["train_accuracy"], metrics["val_loss"],
-                metrics["val_accuracy"], metrics["test_accuracy"], metrics["epoch_seconds"],
+                metrics["val_accuracy"], f"{metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "-",
+                metrics["epoch_seconds"],
             )
             if self.on_epoch:
                 self.on_epoch(metrics)
-        return TrainResult(self.model, self.history, self.epoch, resumed, stopped_early=self.stop)
 
 
 def count_parameters(model: nn.Module, nonzero: bool = False) -> int:

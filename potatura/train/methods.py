@@ -1,0 +1,53 @@
+"""From the `train` section to the hooks that implement its pruning method."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+from torch import nn
+
+from potatura.train.config import TrainConfig
+from potatura.train.lobster import LobsterRegularizer
+from potatura.train.loop import TrainHook
+from potatura.train.magnitude import OneShotMagnitudePruning, keep_counts
+from potatura.train.masks import head_name, layer_parameters, weight_parameters
+from potatura.train.schedule import PruningSchedule
+from potatura.train.serene import SereneRegularizer
+from potatura.train.stats import SparsityMetrics
+
+
+@dataclass
+class PruningSetup:
+    """The hooks to pass to TrainLoop, and the one that knows how pruning went (or None)."""
+
+    hooks: list[TrainHook] = field(default_factory=list)
+    schedule: Optional[PruningSchedule] = None
+    oneshot: Optional[OneShotMagnitudePruning] = None
+    head: str = ""
+
+
+def build_pruning(cfg: TrainConfig, model: nn.Module, input_shape: tuple[int, ...],
+                  log: Optional[logging.Logger] = None) -> PruningSetup:
+    """Hooks for cfg.method on `model` (inputs of shape (C, H, W) without the batch)."""
+    head = head_name(model)
+    setup = PruningSetup(head=head)
+    if cfg.method in ("serene", "lobster"):
+        if cfg.method == "serene":
+            regularizer = SereneRegularizer(model, cfg.lmbda, cfg.sensitivity, head=head)
+            threshold_params = weight_parameters(model)
+        else:
+            regularizer = LobsterRegularizer(model, cfg.lmbda)
+            threshold_params = layer_parameters(model)
+        setup.schedule = PruningSchedule(
+            model, regularizer, threshold_params, weight_parameters(model), input_shape, head,
+            pwe=cfg.pwe, twt=cfg.twt, epochs=cfg.epochs, finetune_epochs=cfg.effective_finetune_epochs(),
+            target_parameters_pct=cfg.target_parameters_pct, target_neurons_pct=cfg.target_neurons_pct, log=log)
+        setup.hooks.append(setup.schedule)
+    elif cfg.method == "magnitude-oneshot":
+        counts = keep_counts(model, head, cfg.keep_neurons, cfg.target_neurons_pct)
+        setup.oneshot = OneShotMagnitudePruning(model, head, counts, at_epoch=cfg.oneshot_epoch)
+        setup.hooks.append(setup.oneshot)
+    setup.hooks.append(SparsityMetrics(model, input_shape, head))
+    return setup

@@ -1,0 +1,282 @@
+#!/usr/bin/env python
+"""Benchmark of the pruning methods on LeNet-5: dense SGD, SeReNe (bounded, full), LOBSTER, and
+one-shot structured magnitude pruning (the lowest-L1 neurons removed down to the per-layer neuron
+counts SeReNe bounded reached, then fine-tuned for as many epochs as SeReNe ran).
+
+Prints one markdown table per dataset: test error (measured on the whole test split), remaining
+parameters %, remaining neurons per layer (conv1/conv2/fc1; the head's 10 outputs are never
+pruned), and seconds per training epoch relative to plain SGD, measured in a separate timing
+pass that alternates the methods on the same batches (the long runs' own epoch times are shown
+too, but they include CPU contention and, for the schedule, the threshold searches).
+
+    .venv/bin/python scripts/bench_train.py --quick      # digits + a Fashion-MNIST subset, ~10 min on 2 cores
+    .venv/bin/python scripts/bench_train.py              # full mode: see FULL_MODE_NOTE below
+    .venv/bin/python scripts/bench_train.py --datasets digits --jobs 2 --out bench-out/train
+
+Hyperparameters are the built-in presets (potatura/train/presets.py) unless the mode overrides
+them (quick mode: fewer epochs on Fashion-MNIST, said in the table's title).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FULL_MODE_NOTE = ("full mode trains on all 54,000 Fashion-MNIST training images (presets' epochs); on 2 shared CPU "
+                  "cores that is several hours (about a minute per epoch per method); with --device cuda --jobs 5 "
+                  "on one GPU it is minutes")
+
+ROWS = ("dense", "serene-bounded", "serene-full", "lobster", "magnitude-oneshot")
+ROW_TITLES = {
+    "dense": "dense baseline (plain SGD)",
+    "serene-bounded": "SeReNe bounded",
+    "serene-full": "SeReNe full",
+    "lobster": "LOBSTER",
+    "magnitude-oneshot": "one-shot L1 structured + fine-tune",
+}
+
+
+def mode_settings(dataset: str, quick: bool) -> dict:
+    """Data options and per-row TrainConfig overrides for a dataset in a mode."""
+    if dataset == "digits":
+        # Digits is small: quick and full mode are the same (the presets).
+        return {"data": {"dataset": "digits"}, "rows": {}, "note": "all 1,797 digits: 1,293 train / 144 val / 360 test"}
+    if quick:
+        epochs = 16
+        return {
+            "data": {"dataset": dataset, "limit_train": 4000},
+            "rows": {
+                "dense": {"epochs": epochs},
+                "serene-bounded": {"epochs": epochs, "finetune_epochs": 3, "pwe": 2},
+                "serene-full": {"epochs": epochs, "finetune_epochs": 3, "pwe": 2},
+                "lobster": {"epochs": epochs, "finetune_epochs": 3, "pwe": 2},
+            },
+            "note": f"QUICK: 4,000 of the 60,000 training images (3,600 train / 400 val), {epochs} epochs per method; "
+                    "test on all 10,000 test images",
+        }
+    return {"data": {"dataset": dataset}, "rows": {}, "note": "all 60,000 training images (54,000 train / 6,000 val), "
+            "test on all 10,000 test images"}
+
+
+def row_config(row: str, dataset: str, overrides: dict):
+    from potatura.train.config import TrainConfig
+    from potatura.train.presets import resolve_train_config
+
+    method = {"dense": "none", "serene-bounded": "serene", "serene-full": "serene", "lobster": "lobster",
+              "magnitude-oneshot": "magnitude-oneshot"}[row]
+    fields = {"method": method}
+    if row == "serene-full":
+        fields["sensitivity"] = "full"
+    fields.update(overrides)
+    cfg = TrainConfig(**fields)
+    resolved, _ = resolve_train_config(cfg, "lenet5", dataset)
+    return resolved
+
+
+def _load_data(data_opts: dict, device: str):
+    from potatura.config import DataConfig
+    from potatura.data import load_dataset
+
+    data = load_dataset(DataConfig(**data_opts), seed=0)
+    if device != "cpu":
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+            setattr(data, name, getattr(data, name).to(device))
+    return data
+
+
+def run_row(job: dict) -> dict:
+    """Train one row in its own process; returns its numbers."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    from potatura.models import build_model
+    from potatura.train.config import TrainConfig
+    from potatura.train.loop import TrainLoop, evaluate, seed_everything
+    from potatura.train.methods import build_pruning
+    from potatura.train.stats import neurons_per_layer, sparsity_report
+
+    data = _load_data(job["data"], job["device"])
+    seed_everything(0)
+    model = build_model("lenet5", data.input_shape, data.num_classes).to(job["device"])
+    cfg = TrainConfig.model_validate(job["config"])
+    if job["row"] == "magnitude-oneshot":
+        state = torch.load(job["start_from"], map_location=job["device"], weights_only=False)
+        model.load_state_dict(state)
+    setup = build_pruning(cfg, model, data.input_shape)
+    t0 = time.perf_counter()
+    loop = TrainLoop(model, data, cfg, seed=0, hooks=setup.hooks, evaluate_test=False)
+    result = loop.run()
+    wall = time.perf_counter() - t0
+    test = evaluate(model, data.x_test, data.y_test)
+    report = sparsity_report(model, data.input_shape, head=setup.head)
+    out_dir = Path(job["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{job['dataset']}-{job['row']}.pt"
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, weights)
+    history = [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history]
+    return {
+        "dataset": job["dataset"], "row": job["row"], "config": cfg.model_dump(mode="json"),
+        "test_error_pct": 100.0 * (1.0 - test["accuracy"]), "test_loss": test["loss"],
+        "parameters_pct": report["network"]["parameters_remaining_pct"],
+        "neurons_pct": report["network"]["neurons_remaining_pct"],
+        "neurons": neurons_per_layer(report), "macs_pct": report["network"]["macs_remaining_pct"],
+        "epochs": result.epochs_run, "wall_seconds": wall,
+        "train_seconds_per_epoch": statistics.mean(h["train_seconds"] for h in result.history) if result.history else 0.0,
+        "rounds": len(setup.schedule.rounds) if setup.schedule else 0,
+        "pruning_ended": setup.schedule.stop_reason if setup.schedule else None,
+        "weights": str(weights), "history": history,
+    }
+
+
+def timing_pass(dataset: str, data_opts: dict, device: str, threads: int, batches: int, rounds: int,
+                counts: dict) -> dict:
+    """Seconds per training epoch of each method, from `batches` minibatches timed `rounds` times,
+    the methods alternating so that CPU contention hits them alike. Median over rounds."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from potatura.models import build_model
+    from potatura.train.loop import TrainLoop, seed_everything
+    from potatura.train.methods import build_pruning
+
+    data = _load_data(data_opts, device)
+    per_epoch_batches = None
+    methods = {}
+    for row in ROWS:
+        extra = {"keep_neurons": counts} if row == "magnitude-oneshot" else {}
+        cfg = row_config(row, dataset, extra)
+        per_epoch_batches = -(-len(data.y_train) // cfg.batch_size)
+        n = min(len(data.y_train), batches * cfg.batch_size)
+        subset = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+        seed_everything(0)
+        model = build_model("lenet5", data.input_shape, data.num_classes).to(device)
+        setup = build_pruning(cfg, model, data.input_shape)
+        loop = TrainLoop(model, subset, cfg, seed=0, hooks=setup.hooks)
+        for h in loop.hooks:
+            h.on_run_start(loop)
+            h.on_train_start(loop)
+        methods[row] = (loop, n // cfg.batch_size or 1)
+    times = {row: [] for row in ROWS}
+    for r in range(rounds + 1):  # round 0 warms up
+        for row, (loop, nb) in methods.items():
+            if device != "cpu":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            loop.train_epoch(r)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            if r > 0:
+                times[row].append((time.perf_counter() - t0) / nb)
+    per_batch = {row: statistics.median(v) for row, v in times.items()}
+    return {row: {"seconds_per_batch": s, "seconds_per_epoch": s * per_epoch_batches,
+                  "ratio_to_sgd": s / per_batch["dense"]} for row, s in per_batch.items()}
+
+
+def layer_counts(neurons: dict) -> str:
+    return "/".join(str(v[0]) for k, v in neurons.items() if k != "fc2")
+
+
+def table(dataset: str, note: str, results: dict, timing: dict, device: str) -> str:
+    dense_err = results["dense"]["test_error_pct"]
+    lines = [f"### LeNet-5 on {dataset} ({note}; device {device})", "",
+             "| method | test error % | Δ error vs dense | params remaining % | neurons conv1/conv2/fc1 | "
+             "neurons remaining % | epochs | threshold rounds | s/epoch (timing pass) | × plain SGD | "
+             "s/epoch (in run) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    dense_neurons = layer_counts({k: [v[1], v[1]] for k, v in results["dense"]["neurons"].items()})
+    for row in ROWS:
+        r = results[row]
+        t = timing.get(row, {})
+        lines.append(
+            f"| {ROW_TITLES[row]} | {r['test_error_pct']:.2f} | {r['test_error_pct'] - dense_err:+.2f} | "
+            f"{r['parameters_pct']:.2f} | {layer_counts(r['neurons'])} (of {dense_neurons}) | {r['neurons_pct']:.1f} | "
+            f"{r['epochs']} | {r['rounds']} | {t.get('seconds_per_epoch', float('nan')):.2f} | "
+            f"{t.get('ratio_to_sgd', float('nan')):.2f} | {r['train_seconds_per_epoch']:.2f} |")
+    lines.append("")
+    lines.append("Test error measured on the whole test split at the end of training; parameters and neurons "
+                 "counted from the weights; s/epoch measured (timing pass: median of alternating rounds on the "
+                 "same batches; in run: mean train time per epoch of the long run, CPU contention included).")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="digits + a Fashion-MNIST subset, ~10 minutes on 2 cores")
+    parser.add_argument("--datasets", default="digits,fashion-mnist")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--jobs", type=int, default=1, help="rows trained in parallel processes")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
+    parser.add_argument("--timing-batches", type=int, default=20)
+    parser.add_argument("--timing-rounds", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "bench-out" / "train"))
+    args = parser.parse_args(argv)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // max(1, args.jobs))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    tables = []
+    all_results = {}
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    settings = {d: mode_settings(d, args.quick) for d in datasets}
+
+    def job(dataset, row, extra=None, **kw):
+        overrides = {**settings[dataset]["rows"].get(row, {}), **(extra or {})}
+        cfg = row_config(row, dataset, overrides)
+        return {"dataset": dataset, "row": row, "data": settings[dataset]["data"], "config": cfg.model_dump(mode="json"),
+                "device": args.device, "threads": threads, "out_dir": str(out), **kw}
+
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
+        first = {(d, row): pool.submit(run_row, job(d, row)) for d in datasets for row in ROWS[:4]}
+        results = {d: {} for d in datasets}
+        second = {}
+        for d in datasets:
+            for row in ROWS[:4]:
+                results[d][row] = first[(d, row)].result()
+                r = results[d][row]
+                print(f"[{time.perf_counter() - started:6.0f} s] {d} {row}: error {r['test_error_pct']:.2f}% "
+                      f"params {r['parameters_pct']:.2f}% neurons {layer_counts(r['neurons'])}", flush=True)
+            serene = results[d]["serene-bounded"]
+            counts = {k: max(1, v[0]) for k, v in serene["neurons"].items() if k != "fc2"}
+            dense_lr = results[d]["dense"]["config"]
+            extra = {"keep_neurons": counts, "epochs": serene["epochs"], "oneshot_epoch": 0,
+                     "lr": dense_lr["lr"], "lr_schedule": dense_lr["lr_schedule"], "momentum": dense_lr["momentum"]}
+            second[d] = pool.submit(run_row, job(d, "magnitude-oneshot", extra, start_from=results[d]["dense"]["weights"]))
+        for d in datasets:
+            results[d]["magnitude-oneshot"] = second[d].result()
+            r = results[d]["magnitude-oneshot"]
+            print(f"[{time.perf_counter() - started:6.0f} s] {d} magnitude-oneshot: error {r['test_error_pct']:.2f}% "
+                  f"params {r['parameters_pct']:.2f}% neurons {layer_counts(r['neurons'])}", flush=True)
+    for d in datasets:
+        counts = {k: max(1, v[0]) for k, v in results[d]["serene-bounded"]["neurons"].items() if k != "fc2"}
+        timing = timing_pass(d, settings[d]["data"], args.device, threads if args.jobs == 1 else max(1, os.cpu_count() or 1),
+                             args.timing_batches, args.timing_rounds, counts)
+        all_results[d] = {"rows": results[d], "timing": timing, "note": settings[d]["note"]}
+        tables.append(table(d, settings[d]["note"], results[d], timing, args.device))
+    total = time.perf_counter() - started
+    text = "\n\n".join(tables) + f"\n\nTotal wall time {total:.0f} s ({'quick' if args.quick else 'full'} mode, " \
+           f"{args.jobs} job(s), {threads} thread(s) each, device {args.device}).\n"
+    if not args.quick:
+        text += FULL_MODE_NOTE + "\n"
+    print()
+    print(text)
+    (out / "table.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(all_results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
