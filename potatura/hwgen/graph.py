@@ -395,7 +395,6 @@ def read_network(model_or_path, source: Optional[str] = None) -> QuantizedNetwor
                     raise reader.fail(follower, "only a constant bias added after a MatMul/Gemm is supported")
                 bias = reader.constant_codes(const[0], follower)
                 layer.merged = (follower.name,)
-                passthrough[hls_layer_name(follower.name, "Add")] = ""
                 node, out = follower, follower.output[0]
                 out_shape = reader.shape(out)[1:]
             lo, hi = _fix_accumulator(layer, weights.T, lo, hi, bias, reader, node)

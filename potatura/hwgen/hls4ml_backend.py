@@ -37,7 +37,7 @@ class CsimError(PotaturaError):
 
 
 @contextlib.contextmanager
-def _quiet(log_path: Optional[Path] = None):
+def quiet_stdout(log_path: Optional[Path] = None):
     """hls4ml prints its progress on stdout: keep it in a log file instead of the user's terminal."""
     buffer = io.StringIO()
     try:
@@ -59,7 +59,7 @@ def build_config(net: QuantizedNetwork, fit: FitResult, log_path: Optional[Path]
     """The hls4ml config: granularity 'name', potatura's exact types, the fitter's RF and strategy."""
     import hls4ml
 
-    with _quiet(log_path):
+    with quiet_stdout(log_path):
         config = hls4ml.utils.config.config_from_onnx_model(
             net.model, granularity="name", backend="VivadoAccelerator", default_precision="fixed<16,6>",
             default_reuse_factor=1)
@@ -92,7 +92,7 @@ def convert(net: QuantizedNetwork, board: Board, fit: FitResult, project_dir: Pa
                   output_type=axi_output_type(net))
     if board.platform:
         kwargs["platform"] = board.platform
-    with _quiet(log_path):
+    with quiet_stdout(log_path):
         model = hls4ml.converters.convert_from_onnx_model(
             net.model, output_dir=str(project_dir), project_name=PROJECT_NAME, backend="VivadoAccelerator",
             hls_config=config, **kwargs)
@@ -165,7 +165,7 @@ def compile_csim(hls_model, log_path: Path) -> float:
     """Build the C simulation library with g++; return the seconds it took."""
     t0 = time.perf_counter()
     try:
-        with _quiet(log_path):
+        with quiet_stdout(log_path):
             hls_model.compile()
     except Exception as exc:
         raise CsimError(f"hwgen: the hls4ml C simulation of {hls_model.config.get_output_dir()} did not compile "
@@ -182,7 +182,7 @@ def run_csim(hls_model, net: QuantizedNetwork, x_nchw: np.ndarray, reference: np
     x = net.to_channels_last(np.asarray(x_nchw, dtype=np.float32)).astype(np.float64)
     n = len(x)
     t0 = time.perf_counter()
-    with _quiet():
+    with quiet_stdout():
         y = np.asarray(hls_model.predict(x), dtype=np.float64).reshape(n, -1)
     seconds = time.perf_counter() - t0
     ref = np.asarray(reference, dtype=np.float64).reshape(n, -1)

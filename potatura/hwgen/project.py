@@ -248,7 +248,7 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
         csim, _ = backend.run_csim(hls_model, net, x_nchw, reference)
         seconds["csim"] = csim.seconds
     else:
-        with backend._quiet(log_path):
+        with backend.quiet_stdout(log_path):
             hls_model.write()
         seconds["convert_write"] = time.perf_counter() - t0
     _patch_part(project_dir, board)

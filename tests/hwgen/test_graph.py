@@ -1,7 +1,6 @@
 """Reading QONNX into exact hls4ml types; clear errors for what the hls4ml backend cannot compute."""
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -128,11 +127,9 @@ def test_missing_file_is_a_data_error(tmp_path):
 
 def test_branching_graph_is_refused():
     model = _dense()
-    g = model.graph
-    g.node.append(helper.make_node("Relu", ["qin_out"], ["side"], name="side_relu"))
+    model.graph.node.append(helper.make_node("Relu", ["qin_out"], ["side"], name="side_relu"))
     with pytest.raises(UnsupportedError, match="feeds 2 nodes: branching graphs"):
         read_network(model, source="tiny")
-    assert isinstance(onnx.helper.printable_graph(g), str)
 
 
 def _conv_with_bias_map():
