@@ -132,7 +132,7 @@ def boards_show(name: str = typer.Argument(..., help="board name, e.g. pynq-z2")
     from potatura.boards.catalog import get_board
 
     board = get_board(name)
-    console.print(yaml.safe_dump(board.raw, sort_keys=False))
+    typer.echo(yaml.safe_dump(board.raw, sort_keys=False, allow_unicode=True))
 
 
 def _stage_command(stage_name: str, description: str):
