@@ -19,7 +19,8 @@ from rich.table import Table
 from potatura import __version__
 from potatura.errors import PotaturaError
 
-console = Console(stderr=False)
+# Piped output (CI logs, files) is not cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 app = typer.Typer(
