@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from potatura.errors import UnsupportedError
 from potatura.simplify.fold import fold_batchnorm
 from potatura.simplify.graph import OpClass, check_single_use, propagate_shapes, trace
+from potatura.simplify.module import SimplifiedGraphModule, as_simplified
 from potatura.simplify.propagate import analyse
 from potatura.simplify.remove import apply_plan
 from potatura.simplify.report import count_parameters, layer_sizes
@@ -25,7 +26,7 @@ BIAS_MAP_NOTE = ("layers listed in bias_map_layers add a per-position bias map [
 class SimplifyResult:
     """The simplified model (a torch.fx GraphModule of plain layers, eval mode) and its summary (JSON-able)."""
 
-    model: fx.GraphModule
+    model: SimplifiedGraphModule
     summary: dict
 
 
@@ -63,7 +64,7 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     changes = apply_plan(plan, allow_bias_maps=allow_bias_maps)
     propagate_shapes(gm, x64)
     after = layer_sizes(gm)
-    gm = gm.to(device=device, dtype=dtype).eval()
+    gm = as_simplified(gm.to(device=device, dtype=dtype).eval())
     seconds = time.perf_counter() - start
 
     folded_into = {conv: bn for conv, bn in folded}

@@ -12,7 +12,7 @@ from potatura.config import load_config
 from potatura.errors import UnsupportedError
 from potatura.flow import run_flow
 from potatura.models import load_model_file, save_model_file
-from potatura.simplify import BiasMap
+from potatura.simplify import BiasMap, SimplifiedGraphModule
 from tests.simplify.masks import mask_model, prunable_layers
 
 FLOW = """
@@ -55,6 +55,7 @@ def test_stage_writes_a_smaller_model_with_the_same_logits(tmp_path):
     summary = json.loads((run_dir / "simplify" / "summary.json").read_text())
     small, payload = load_model_file(run_dir / "simplify" / "model.pt")
     assert payload["extra"]["input_shape"] == [1, 8, 8]
+    assert isinstance(small, SimplifiedGraphModule) and not small.training  # survives torch.save/load
     assert summary["parameters_after"] == sum(p.numel() for p in small.parameters()) < summary["parameters_before"]
     assert summary["macs_after"] < summary["macs_before"]
     v = summary["validation"]
