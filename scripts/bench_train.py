@@ -81,14 +81,20 @@ def row_config(row: str, dataset: str, overrides: dict):
     fields.update(overrides)
     cfg = TrainConfig(**fields)
     resolved, _ = resolve_train_config(cfg, "lenet5", dataset)
-    return resolved
+    # Pin the fine-tuning length the run will use, so that the config travels as plain values.
+    return resolved.model_copy(update={"finetune_epochs": resolved.effective_finetune_epochs()})
 
 
 def _load_data(data_opts: dict, device: str):
-    from potatura.config import DataConfig
+    # A plain namespace with DataConfig's defaults instead of potatura.config.DataConfig: the flow
+    # schema imports every stage's package, and this script needs only data, models and train.
+    from types import SimpleNamespace
+
     from potatura.data import load_dataset
 
-    data = load_dataset(DataConfig(**data_opts), seed=0)
+    opts = {"dataset": "digits", "data_dir": None, "path": None, "val_fraction": 0.1, "test_fraction": 0.2,
+            "normalize": True, "limit_train": None, **data_opts}
+    data = load_dataset(SimpleNamespace(**opts), seed=0)
     if device != "cpu":
         for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
             setattr(data, name, getattr(data, name).to(device))
@@ -115,7 +121,21 @@ def run_row(job: dict) -> dict:
         model.load_state_dict(state)
     setup = build_pruning(cfg, model, data.input_shape)
     t0 = time.perf_counter()
-    loop = TrainLoop(model, data, cfg, seed=0, hooks=setup.hooks, evaluate_test=False)
+    progress = Path(job["progress"]) if job.get("progress") else None
+
+    def on_epoch(metrics: dict) -> None:
+        # Partial results survive a run that is stopped at a deadline.
+        if progress is not None:
+            report = sparsity_report(model, data.input_shape, head=setup.head)
+            progress.write_text(json.dumps({
+                "row": job["row"], "dataset": job["dataset"], "epoch": metrics["epoch"],
+                "seconds": time.perf_counter() - t0, "neurons": neurons_per_layer(report),
+                "network": report["network"], "config": cfg.model_dump(mode="json"),
+                "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))}
+                            for h in loop.history]}, default=str))
+
+    loop = TrainLoop(model, data, cfg, seed=0, hooks=setup.hooks, evaluate_test=bool(job.get("evaluate_test")),
+                     on_epoch=on_epoch)
     result = loop.run()
     wall = time.perf_counter() - t0
     test = evaluate(model, data.x_test, data.y_test)
@@ -142,7 +162,7 @@ def run_row(job: dict) -> dict:
 def timing_pass(dataset: str, data_opts: dict, device: str, threads: int, batches: int, rounds: int,
                 counts: dict) -> dict:
     """Seconds per training epoch of each method, from `batches` minibatches timed `rounds` times,
-    the methods alternating so that CPU contention hits them alike. Median over rounds."""
+    the methods alternating so that CPU contention hits them alike. Minimum over rounds."""
     import torch
 
     torch.set_num_threads(threads)
@@ -168,8 +188,11 @@ def timing_pass(dataset: str, data_opts: dict, device: str, threads: int, batche
             h.on_train_start(loop)
         methods[row] = (loop, n // cfg.batch_size or 1)
     times = {row: [] for row in ROWS}
+    order = list(methods)
     for r in range(rounds + 1):  # round 0 warms up
-        for row, (loop, nb) in methods.items():
+        order = order[1:] + order[:1]  # rotate: no method is always first after another
+        for row in order:
+            loop, nb = methods[row]
             if device != "cpu":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -178,7 +201,8 @@ def timing_pass(dataset: str, data_opts: dict, device: str, threads: int, batche
                 torch.cuda.synchronize()
             if r > 0:
                 times[row].append((time.perf_counter() - t0) / nb)
-    per_batch = {row: statistics.median(v) for row, v in times.items()}
+    # The minimum over rounds: the run least disturbed by other processes on the machine.
+    per_batch = {row: min(v) for row, v in times.items()}
     return {row: {"seconds_per_batch": s, "seconds_per_epoch": s * per_epoch_batches,
                   "ratio_to_sgd": s / per_batch["dense"]} for row, s in per_batch.items()}
 
@@ -205,7 +229,7 @@ def table(dataset: str, note: str, results: dict, timing: dict, device: str) -> 
             f"{t.get('ratio_to_sgd', float('nan')):.2f} | {r['train_seconds_per_epoch']:.2f} |")
     lines.append("")
     lines.append("Test error measured on the whole test split at the end of training; parameters and neurons "
-                 "counted from the weights; s/epoch measured (timing pass: median of alternating rounds on the "
+                 "counted from the weights; s/epoch measured (timing pass: fastest of alternating rounds on the "
                  "same batches; in run: mean train time per epoch of the long run, CPU contention included).")
     return "\n".join(lines)
 
@@ -219,6 +243,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
     parser.add_argument("--timing-batches", type=int, default=20)
     parser.add_argument("--timing-rounds", type=int, default=3)
+    parser.add_argument("--max-epochs", type=int, default=0, help="cap every row's epochs (a smoke run)")
     parser.add_argument("--out", default=str(ROOT / "bench-out" / "train"))
     args = parser.parse_args(argv)
     threads = args.threads or max(1, (os.cpu_count() or 2) // max(1, args.jobs))
@@ -233,6 +258,9 @@ def main(argv=None) -> int:
     def job(dataset, row, extra=None, **kw):
         overrides = {**settings[dataset]["rows"].get(row, {}), **(extra or {})}
         cfg = row_config(row, dataset, overrides)
+        if args.max_epochs and cfg.epochs > args.max_epochs:
+            capped = {"epochs": args.max_epochs, "finetune_epochs": min(cfg.finetune_epochs, args.max_epochs // 4)}
+            cfg = row_config(row, dataset, {**overrides, **capped})
         return {"dataset": dataset, "row": row, "data": settings[dataset]["data"], "config": cfg.model_dump(mode="json"),
                 "device": args.device, "threads": threads, "out_dir": str(out), **kw}
 

@@ -44,7 +44,7 @@ from potatura.train.masks import prunable_neuron_layers
 
 def per_neuron_mean(t: torch.Tensor) -> torch.Tensor:
     """[B, N, *spatial] -> [N]: mean over the batch and every spatial position."""
-    return t.transpose(0, 1).reshape(t.shape[1], -1).mean(dim=1)
+    return t.mean(dim=[0, *range(2, t.dim())])
 
 
 def bounded_sensitivity(logits: torch.Tensor, psps: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -52,7 +52,8 @@ def bounded_sensitivity(logits: torch.Tensor, psps: list[torch.Tensor]) -> list[
     num_classes = logits.shape[1]
     grads = torch.autograd.grad(logits, psps, grad_outputs=torch.ones_like(logits), retain_graph=True,
                                 allow_unused=True)
-    return [_reduce_or_zero(g, z, lambda g: per_neuron_mean(g.abs())) / num_classes for g, z in zip(grads, psps)]
+    # The gradients are fresh tensors owned here: abs_ in place saves a copy of each PSP-sized map.
+    return [_reduce_or_zero(g, z, lambda g: per_neuron_mean(g.abs_())) / num_classes for g, z in zip(grads, psps)]
 
 
 def full_sensitivity(logits: torch.Tensor, psps: list[torch.Tensor], batched: bool = True) -> list[torch.Tensor]:
