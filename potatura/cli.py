@@ -52,7 +52,7 @@ def _load(flow: Optional[Path], sets: Optional[List[str]], name: Optional[str] =
 
 
 def _report(cfg, outcomes) -> None:
-    from potatura.artifacts import read_json
+    from potatura.flow import available_stages
 
     table = Table(title=f"run {cfg.name}", show_lines=False)
     table.add_column("stage")
@@ -62,11 +62,12 @@ def _report(cfg, outcomes) -> None:
     for o in outcomes:
         table.add_row(o.name, o.status, f"{o.seconds:.1f}", ", ".join(o.outputs))
     console.print(table)
-    summary = cfg.run_dir() / "train" / "summary.json"
-    if summary.is_file():
-        s = read_json(summary)
-        console.print(f"train: {s['model']} on {s['dataset']}: test accuracy {100 * s['test_accuracy']:.2f}% (measured), "
-                      f"{s['nonzero_parameters']}/{s['parameters']} non-zero parameters")
+    stages = available_stages()
+    for o in outcomes:
+        stage = stages[o.name]
+        line = stage.headline(cfg.run_dir() / o.name) if stage.headline else None
+        if line:
+            console.print(f"{o.name}: {line}", highlight=False)
     console.print(f"run directory: {cfg.run_dir()}")
 
 

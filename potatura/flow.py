@@ -57,6 +57,8 @@ class Stage:
     config_sections: tuple[str, ...]
     needs: tuple[str, ...] = ()
     description: str = ""
+    # headline(stage_dir) -> one line for the end-of-run report (None: nothing to say)
+    headline: Optional[Callable[[Path], Optional[str]]] = None
 
 
 class Progress:

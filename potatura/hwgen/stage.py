@@ -176,10 +176,29 @@ def run(ctx: StageContext) -> dict:
     return run_hwgen(cfg, ctx.input("quant", "qonnx"), golden, ctx.out_dir, quant_json, ctx.log, ctx.progress)
 
 
+def headline(stage_dir: Path) -> Optional[str]:
+    """One line per project for the end-of-run report, from report.json."""
+    from potatura.artifacts import read_json
+
+    path = stage_dir / "report.json"
+    if not path.is_file():
+        return None
+    parts = []
+    for p in read_json(path)["projects"]:
+        if not p.get("fits", True):
+            parts.append(f"{p['board']}/{p['backend']}: does not fit")
+            continue
+        t, c = p["totals_estimated"], p.get("csim") or {}
+        sim = (f", csim {c['exact_matches']}/{c['samples']} bit-exact (simulated)" if c.get("samples") else "")
+        parts.append(f"{p['board']}/{p['backend']}: {t['multipliers']:,} multipliers, {t['lut']:,} LUT, "
+                     f"{t['bram18']} BRAM18, interval {p['interval_cycles_estimated']:,} cycles (estimated){sim}")
+    return "; ".join(parts)
+
 STAGE = Stage(
     name="hwgen",
     run=run,
     config_sections=("hwgen",),
     needs=("quant",),
     description="hls4ml accelerator projects per board, fitted and checked bit-exact in C simulation",
+    headline=headline,
 )

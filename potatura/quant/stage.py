@@ -25,10 +25,24 @@ def run(ctx: StageContext) -> dict:
     return dict(outcome.paths)
 
 
+def headline(stage_dir) -> str | None:
+    """One line for the end-of-run report, from summary.json."""
+    from potatura.artifacts import read_json
+
+    path = stage_dir / "summary.json"
+    if not path.is_file():
+        return None
+    s = read_json(path)
+    test, check = s["accuracy"]["test"], s["reference_check"]
+    ready = "hardware-ready" if s["hardware_ready"] else "NOT hardware-ready: " + "; ".join(s["hardware_problems"])
+    return (f"test accuracy {100 * test['float']:.2f}% float -> {100 * test['quantized']:.2f}% quantized (measured); "
+            f"QONNX == Brevitas on {check['exact_matches']}/{check['samples']} validation samples; {ready}")
+
 STAGE = Stage(
     name="quant",
     run=run,
     config_sections=("data", "model", "train", "simplify", "quant"),
     needs=("train", "simplify"),
     description="quantize with Brevitas (PTQ, optional QAT), export QONNX, check the integer reference",
+    headline=headline,
 )

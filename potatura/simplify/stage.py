@@ -65,10 +65,25 @@ def run(ctx: StageContext) -> dict:
     return {"model": ctx.path("model.pt"), "summary": ctx.path("summary.json")}
 
 
+def headline(stage_dir) -> str | None:
+    """One line for the end-of-run report, from summary.json."""
+    from potatura.artifacts import read_json
+
+    path = stage_dir / "summary.json"
+    if not path.is_file():
+        return None
+    s = read_json(path)
+    v = s["validation"]
+    maps = f"; per-position bias maps in {len(s['bias_map_layers'])} layers" if s["bias_map_layers"] else ""
+    return (f"parameters {s['parameters_before']:,} -> {s['parameters_after']:,}, MACs {s['macs_before']:,} -> "
+            f"{s['macs_after']:,}; max |logit difference| {v['max_abs_logit_difference']:.2g}, argmax agreement "
+            f"{v['argmax_agreement']:.4f} (measured){maps}")
+
 STAGE = Stage(
     name="simplify",
     run=run,
     config_sections=("data", "model", "train", "simplify"),
     needs=("train",),
     description="fold BN, fold the constants of pruned neurons into their consumers and remove them",
+    headline=headline,
 )
