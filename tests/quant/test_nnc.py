@@ -1,5 +1,7 @@
 """NNC size report through NNCodec in its own environment (the nnc extra, .venv-nnc)."""
 
+import os
+
 import pytest
 from torch import nn
 
@@ -9,6 +11,9 @@ from potatura.quant import nnc
 from potatura.train.loop import evaluate
 
 pytestmark = pytest.mark.nnc
+# CI installs the nnc environment (.ci/run runs scripts/env-board): there a missing codec is a failure.
+if os.environ.get("CI") and not nnc.available():
+    raise RuntimeError(f"CI: the nnc environment is missing ({nnc.nnc_python()}); .ci/run must run scripts/env-board")
 needs_nnc = pytest.mark.skipif(not nnc.available(),
                                reason=f"the nnc extra is not installed ({nnc.nnc_python()} with nncodec)")
 
