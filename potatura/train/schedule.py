@@ -19,7 +19,9 @@ becomes the pruned model, so a later rollback never brings pruned weights back; 
 re-apply the mask for the same reason.
 
 Pruning ends at a target (remaining parameters % or neurons %) or when only `finetune_epochs`
-of the budget are left; fine-tuning then trains with the masks and without the regularizer.
+of the budget are left; fine-tuning then trains with the masks and without the regularizer,
+and (anneal_finetune_lr) with the LR going from its value at that point to 0 along a half
+cosine: pruning runs at a constant LR, so the LR decay a dense baseline gets happens here.
 """
 
 from __future__ import annotations
@@ -191,7 +193,8 @@ class PruningSchedule(TrainHook):
                  stat_weights: dict[str, nn.Parameter], input_shape: tuple[int, ...], head: str,
                  pwe: int, twt: float, epochs: int, finetune_epochs: int = 0,
                  target_parameters_pct: Optional[float] = None, target_neurons_pct: Optional[float] = None,
-                 val_loss: Optional[Callable[[], float]] = None, log: Optional[logging.Logger] = None):
+                 val_loss: Optional[Callable[[], float]] = None, log: Optional[logging.Logger] = None,
+                 anneal_finetune_lr: bool = True):
         self.model = model
         self.regularizer = regularizer
         self.threshold_params = threshold_params
@@ -209,6 +212,8 @@ class PruningSchedule(TrainHook):
         self.mask = ZeroMask(threshold_params)
         self.phase = "prune"  # prune -> finetune -> done
         self.finetune_start: Optional[int] = None
+        self.anneal_finetune_lr = anneal_finetune_lr
+        self.finetune_base_lrs: Optional[list[float]] = None
         self.stop_reason: Optional[str] = None
         self.rounds: list[dict] = []
         self._positions = output_positions(model, self.input_shape)
@@ -275,6 +280,8 @@ class PruningSchedule(TrainHook):
                 status = self.detector.step(metrics["val_loss"], self.model)
                 if status != "ok":
                     metrics["rolled_back"] = status
+                    if status == "nan":
+                        loop.optimizer.state.clear()  # NaN momentum would poison the restored weights
                     self.mask.apply(loop.optimizer)  # the best weights predate later thresholds
                 if status == "plateau":
                     record = self.threshold_round(loop, epoch)
@@ -307,6 +314,17 @@ class PruningSchedule(TrainHook):
         if self.phase == "finetune" and epoch - self.finetune_start >= self.finetune_epochs:
             self.phase = "done"
             loop.stop = True
+        elif self.phase == "finetune" and self.anneal_finetune_lr:
+            self._anneal_lr(loop, epoch - self.finetune_start)
+
+    def _anneal_lr(self, loop, done: int) -> None:
+        """LR of fine-tuning epoch done+1 (of finetune_epochs): base * (1 + cos(pi * done / F)) / 2."""
+        groups = loop.optimizer.param_groups
+        if self.finetune_base_lrs is None:
+            self.finetune_base_lrs = [g["lr"] for g in groups]
+        factor = 0.5 * (1.0 + math.cos(math.pi * done / max(1, self.finetune_epochs)))
+        for g, base in zip(groups, self.finetune_base_lrs):
+            g["lr"] = base * factor
 
     def _target_reached(self, net: dict) -> Optional[str]:
         if self.target_parameters_pct is not None and net["parameters_remaining_pct"] <= self.target_parameters_pct:
@@ -320,6 +338,7 @@ class PruningSchedule(TrainHook):
         return {
             "phase": self.phase,
             "finetune_start": self.finetune_start,
+            "finetune_base_lrs": self.finetune_base_lrs,
             "stop_reason": self.stop_reason,
             "rounds": copy.deepcopy(self.rounds),
             "mask": self.mask.state_dict(),
@@ -330,6 +349,7 @@ class PruningSchedule(TrainHook):
     def load_state_dict(self, state: dict) -> None:
         self.phase = state["phase"]
         self.finetune_start = state["finetune_start"]
+        self.finetune_base_lrs = state.get("finetune_base_lrs")
         self.stop_reason = state["stop_reason"]
         self.rounds = copy.deepcopy(state["rounds"])
         self.mask.load_state_dict(state["mask"])

@@ -100,6 +100,8 @@ def test_target_stops_pruning_then_finetunes(digits_splits_module):
     assert len(result.history) - first_ft == 2  # exactly finetune_epochs more epochs
     # no threshold rounds during fine-tuning
     assert all("threshold" not in h for h in result.history[first_ft:])
+    # the constant LR of pruning anneals along a half cosine while fine-tuning: 0.05, then 0.05 * (1 + cos(pi/2)) / 2
+    assert [h["lr"] for h in result.history[first_ft - 1:]] == pytest.approx([0.05, 0.05, 0.025])
 
 
 @pytest.mark.parametrize("method,extra", [("serene", {}), ("serene", {"sensitivity": "full"}), ("lobster", {})])
@@ -154,3 +156,27 @@ def test_oneshot_method_fine_tunes_with_masks(digits_splits_module):
     assert int(alive_neurons(model.fc1).sum()) == 8 and int(alive_neurons(model.conv2).sum()) == 6
     assert result.history[-1]["remaining_neurons_pct"] == pytest.approx(100 * (6 + 6 + 8) / 50)
     assert evaluate(model, data.x_test, data.y_test)["accuracy"] > 0.8
+
+
+def test_nan_loss_rolls_back_and_training_goes_on(digits_splits_module):
+    from potatura.train.loop import TrainHook
+
+    class PoisonOnce(TrainHook):
+        """Turns the weights into NaN at the end of epoch 4, before the schedule sees the loss."""
+
+        def on_epoch_end(self, loop, metrics):
+            if metrics["epoch"] == 4:
+                with torch.no_grad():
+                    loop.model.fc1.weight.fill_(float("nan"))
+                metrics["val_loss"] = float("nan")
+
+    data = digits_splits_module
+    model = _model()
+    cfg = _cfg(epochs=7, pwe=5, finetune_epochs=1)
+    setup = build_pruning(cfg, model, data.input_shape)
+    loop = TrainLoop(model, data, cfg, seed=0, hooks=[PoisonOnce(), *setup.hooks])
+    result = loop.run()
+    assert result.history[3]["rolled_back"] == "nan"
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert all(h["train_loss"] == h["train_loss"] for h in result.history[4:])  # no NaN after the rollback
+    assert result.history[-1]["val_accuracy"] > 0.5
