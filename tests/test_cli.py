@@ -1,5 +1,6 @@
 """The potatura command: help everywhere, demo on the embedded default, stage subcommands."""
 
+import json
 import subprocess
 import sys
 
@@ -20,16 +21,36 @@ def test_help_everywhere_with_an_example(args):
     assert "Usage" in proc.stdout and "xample" in proc.stdout, proc.stdout
 
 
-def test_demo_trains_lenet5_on_digits(tmp_path):
-    """The README's main job, shortened: a few epochs of the embedded default."""
-    proc = _cli("demo", "--runs-dir", str(tmp_path), "--set", "train.epochs=3", "--set", "stages=[train]")
+def test_demo_command_shortened(tmp_path):
+    """The demo command's plumbing, with plain training for 3 epochs (the full demo is slow)."""
+    proc = _cli("demo", "--runs-dir", str(tmp_path), "--set", "train.method=none", "--set", "train.epochs=3",
+                "--set", "stages=[train]")
     assert proc.returncode == 0, proc.stderr
     assert f"run directory: {tmp_path / 'demo'}" in proc.stdout.replace("\n", "")
-    import json
-
     summary = json.loads((tmp_path / "demo" / "train" / "summary.json").read_text())
     assert summary["model"] == "lenet5" and summary["dataset"] == "digits" and summary["epochs"] == 3
     assert summary["test_accuracy"] > 0.85
+
+
+@pytest.mark.slow
+def test_full_demo_prunes_and_verifies(tmp_path):
+    """The README's main job exactly: every stage on digits, checked at each rung."""
+    proc = _cli("demo", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "demo"
+    train = json.loads((run / "train" / "summary.json").read_text())
+    assert train["test_accuracy"] >= 0.95 and train["remaining_parameters_pct"] < 50
+    simplify = json.loads((run / "simplify" / "summary.json").read_text())
+    assert simplify["parameters_after"] < simplify["parameters_before"] / 2
+    assert simplify["validation"]["argmax_agreement"] == 1.0
+    quant = json.loads((run / "quant" / "summary.json").read_text())
+    assert quant["reference_check"]["exact_matches"] == quant["reference_check"]["samples"] > 0
+    assert quant["hardware_ready"] is True
+    hwgen = json.loads((run / "hwgen" / "report.json").read_text())
+    csim = hwgen["projects"][0]["csim"]
+    assert csim["exact_matches"] == csim["samples"] > 0
+    for stage in ("train", "simplify", "quant", "hwgen"):
+        assert f"{stage}:" in proc.stdout
 
 
 def test_bad_set_option_is_one_line():
