@@ -8,7 +8,6 @@ model is fine-tuned. The classifier head is never pruned.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch

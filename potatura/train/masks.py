@@ -6,7 +6,7 @@ whole weight row/filter is zero. The classifier head's outputs are the logits: n
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -109,7 +109,3 @@ class ZeroMask:
     def load_state_dict(self, state: dict) -> None:
         self.pruned = {n: m.clone() for n, m in state.get("pruned", {}).items() if n in self.params}
 
-
-def params_by_name(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Parameter]:
-    table = dict(model.named_parameters())
-    return {n: table[n] for n in names}

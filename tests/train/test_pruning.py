@@ -5,7 +5,7 @@ import torch
 
 from potatura.models import build_model
 from potatura.train.config import TrainConfig
-from potatura.train.loop import CHECKPOINT, TrainLoop, seed_everything
+from potatura.train.loop import TrainLoop, seed_everything
 from potatura.train.magnitude import keep_counts, neuron_l1_norms, prune_lowest_l1_
 from potatura.train.masks import ZeroMask, alive_neurons, weight_parameters
 from potatura.train.methods import build_pruning

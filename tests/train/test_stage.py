@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from potatura.config import load_config
 from potatura.flow import run_flow
