@@ -107,9 +107,25 @@ def run(ctx: StageContext) -> dict:
     return outputs
 
 
+def headline(stage_dir) -> str | None:
+    """One line for the end-of-run report, from summary.json."""
+    from potatura.artifacts import read_json
+
+    path = stage_dir / "summary.json"
+    if not path.is_file():
+        return None
+    s = read_json(path)
+    line = f"{s['model']} on {s['dataset']}: test accuracy {100 * s['test_accuracy']:.2f}% (measured)"
+    if "remaining_neurons" in s:
+        line += (f"; {s['method']}: {s['remaining_parameters_pct']:.1f}% of parameters and "
+                 f"{s['remaining_neurons']}/{s['neurons']} neurons remain (counted)")
+    return line
+
+
 STAGE = Stage(
     name="train",
     run=run,
     config_sections=("data", "model", "train"),
     description="train a zoo model on the dataset (with pruning when train.method says so)",
+    headline=headline,
 )
