@@ -96,8 +96,8 @@ def run(
 
 @app.command()
 def demo(
-    runs_dir: Path = typer.Option(Path("runs"), help="where the run directory goes"),
-    name: str = typer.Option("demo", help="run name"),
+    runs_dir: Optional[Path] = typer.Option(None, help="where the run directory goes [default: runs]"),
+    name: Optional[str] = typer.Option(None, help="run name [default: demo]"),
     sets: Optional[List[str]] = SetOption,
 ) -> None:
     """The whole flow on the embedded default: LeNet-5 on scikit-learn's digits (8x8).

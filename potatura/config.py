@@ -138,7 +138,7 @@ def _model_at(model_cls: type, loc: tuple) -> Optional[type]:
 
 
 def _describe(err: dict, root: type) -> str:
-    loc = tuple(p for p in err["loc"] if not isinstance(p, int) or True)
+    loc = tuple(err["loc"])
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
     got = err.get("input")
@@ -181,7 +181,9 @@ def load_config(path: str | os.PathLike | None, overrides: Optional[dict] = None
         if not path.is_file():
             raise ConfigError(f"{source}: flow file not found")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not a UTF-8 text file (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -212,11 +214,21 @@ def parse_set_option(items: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
         key, value = item.split("=", 1)
-        node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty field name in {key!r}")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {problem}") from None
+        node = out
+        for depth, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:depth + 1])} was set to a value, "
+                                  f"not a section, by an earlier --set")
+        node[parts[-1]] = parsed
     return out
 
 

@@ -59,6 +59,9 @@ class Stage:
     description: str = ""
     # headline(stage_dir) -> one line for the end-of-run report (None: nothing to say)
     headline: Optional[Callable[[Path], Optional[str]]] = None
+    # fingerprint(cfg) -> JSON-able identity of files the stage reads beyond config and upstream
+    # outputs (e.g. board catalog entries); part of the input hash
+    fingerprint: Optional[Callable[[Any], Any]] = None
 
 
 class Progress:
@@ -161,7 +164,10 @@ class Manifest:
         self.data: dict = {"potatura": __version__, "stages": {}}
         if path.is_file():
             try:
-                self.data = read_json(path)
+                data = read_json(path)
+                if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+                    raise ValueError("not a manifest")
+                self.data = data
             except ValueError:
                 # A corrupt manifest means nothing can be trusted as cached: start over, keep a copy.
                 shutil.copy(path, path.with_suffix(".corrupt.json"))
@@ -224,14 +230,34 @@ def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = No
     order = [s for s in STAGE_ORDER if s in wanted]
     start = order.index(from_stage) if from_stage else 0
     stop = order.index(to_stage) + 1 if to_stage else len(order)
-    selected = only if only is not None else order[start:stop]
+    if only is not None:
+        outside = [s for s in only if s not in order]
+        if outside:
+            raise ConfigError(f"stage {', '.join(outside)} is not among this flow's stages ({', '.join(order)}); "
+                              f"add it to `stages:` in the flow file")
+        selected = [s for s in order if s in only]
+    else:
+        selected = order[start:stop]
+    if not selected:
+        raise ConfigError(f"nothing to run: --from {from_stage} comes after --to {to_stage}")
+    upstream = _upstream_of(selected, stages)
 
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(run_dir / "manifest.json")
+    # Stages that are not rerun but feed the ones that are must match this config: otherwise the
+    # run would mix artifacts of two configs under one config.yaml.
+    for name in order:
+        record = manifest.stage(name)
+        if name in upstream and record.get("status") == "done":
+            current = _input_hash(cfg, stages[name], manifest, run_dir)
+            if current is not None and current[0] != record.get("input_hash"):
+                raise PotaturaError(
+                    f"stage {name!r} in {run_dir} was made with other settings or data than this flow file has; "
+                    f"rerun it first (`potatura run FLOW` without --from, or --from {name})")
     write_text(run_dir / "config.yaml", dump_config(cfg))
     log = _setup_log(run_dir, console)
-    manifest = Manifest(run_dir / "manifest.json")
-    log.info("run %s in %s: stages %s", cfg.name, run_dir, ", ".join(selected) or "(none)")
+    log.info("run %s in %s: stages %s", cfg.name, run_dir, ", ".join(selected))
 
     outcomes: list[StageOutcome] = []
     progress = Progress(console=console, enabled=show_progress and console is not None)
@@ -241,27 +267,21 @@ def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = No
             record = manifest.stage(name)
             if name not in selected:
                 continue
-            inputs: dict[str, dict[str, Path]] = {}
-            input_hashes: dict[str, Any] = {}
             for dep in stage.needs:
-                dep_rec = manifest.stage(dep)
-                if dep_rec.get("status") != "done":
+                if manifest.stage(dep).get("status") != "done":
                     raise PotaturaError(
                         f"stage {name!r} needs stage {dep!r}, which has not completed in {run_dir}; "
                         f"run `potatura run` without --from, or with --from {dep}"
                     )
-                inputs[dep] = {k: run_dir / v["path"] for k, v in dep_rec.get("outputs", {}).items()}
-                input_hashes[dep] = {k: v["sha256"] for k, v in dep_rec.get("outputs", {}).items()}
-            sections = {s: getattr(cfg, s).model_dump(mode="json") for s in stage.config_sections}
-            input_hash = json_sha256({"seed": cfg.seed, "sections": sections, "inputs": input_hashes,
-                                      "potatura": __version__})
+            input_hash, inputs = _input_hash(cfg, stage, manifest, run_dir)
+            forced = force or (from_stage is not None and order.index(name) >= start)
             out_dir = run_dir / name
-            if (not force and name != from_stage and record.get("status") == "done"
+            if (not forced and record.get("status") == "done"
                     and record.get("input_hash") == input_hash and _outputs_intact(run_dir, record)):
                 log.info("stage %s: inputs unchanged, skipped", name)
                 outcomes.append(StageOutcome(name, "skipped", 0.0, {k: v["path"] for k, v in record["outputs"].items()}))
                 continue
-            resuming = record.get("status") == "running" and record.get("input_hash") == input_hash and not force
+            resuming = record.get("status") == "running" and record.get("input_hash") == input_hash and not forced
             if out_dir.exists() and not resuming:
                 shutil.rmtree(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -300,6 +320,43 @@ def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = No
             outcomes.append(StageOutcome(name, "done", seconds, {k: v["path"] for k, v in out_records.items()}))
     _write_timings(run_dir, manifest)
     return outcomes
+
+
+def _upstream_of(selected: list[str], stages: dict[str, Stage]) -> set[str]:
+    """Stages that the selected ones read from, directly or not, and that are not selected."""
+    seen: set[str] = set()
+    todo = [d for s in selected for d in stages[s].needs]
+    while todo:
+        dep = todo.pop()
+        if dep in seen or dep not in stages:
+            continue
+        seen.add(dep)
+        todo.extend(stages[dep].needs)
+    return seen - set(selected)
+
+
+def _input_hash(cfg, stage: Stage, manifest: Manifest, run_dir: Path):
+    """(input hash, {dep: {output: path}}) of `stage`, or None when a dependency has no outputs.
+
+    Covers the seed, the config sections the stage reads, the data files behind the `data`
+    section, the stage's own fingerprint, and the content hashes of the upstream outputs."""
+    inputs: dict[str, dict[str, Path]] = {}
+    input_hashes: dict[str, Any] = {}
+    for dep in stage.needs:
+        dep_rec = manifest.stage(dep)
+        if dep_rec.get("status") != "done":
+            return None
+        inputs[dep] = {k: run_dir / v["path"] for k, v in dep_rec.get("outputs", {}).items()}
+        input_hashes[dep] = {k: v["sha256"] for k, v in dep_rec.get("outputs", {}).items()}
+    sections = {s: getattr(cfg, s).model_dump(mode="json") for s in stage.config_sections}
+    identity = {"seed": cfg.seed, "sections": sections, "inputs": input_hashes, "potatura": __version__}
+    if "data" in stage.config_sections:
+        from potatura.data import source_fingerprint
+
+        identity["data_source"] = source_fingerprint(cfg.data)
+    if stage.fingerprint is not None:
+        identity["fingerprint"] = stage.fingerprint(cfg)
+    return json_sha256(identity), inputs
 
 
 def _outputs_intact(run_dir: Path, record: dict) -> bool:

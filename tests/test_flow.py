@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from potatura.config import load_config
-from potatura.errors import ConfigError
+from potatura.errors import ConfigError, PotaturaError
 from potatura.flow import run_flow
 from potatura.models import load_model_file
 
@@ -120,3 +120,91 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     straight, _ = load_model_file(tmp_path / "a" / "runs" / "tiny" / "train" / "model.pt")
     for (name, x), (_, y) in zip(resumed.state_dict().items(), straight.state_dict().items()):
         assert torch.equal(x, y), name
+
+
+TWO_STAGES = """
+name: two
+runs_dir: {runs}
+stages: [train, simplify]
+model:
+  name: lenet300
+  options: {{hidden: [24, 12]}}
+train:
+  method: none
+  epochs: 2
+"""
+
+
+def _two(tmp_path):
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_STAGES.format(runs=tmp_path / "runs"))
+    return path
+
+
+def test_from_reruns_every_later_stage_and_to_stops(tmp_path):
+    flow = _two(tmp_path)
+    assert [(o.name, o.status) for o in run_flow(load_config(flow))] == [("train", "done"), ("simplify", "done")]
+    assert [(o.name, o.status) for o in run_flow(load_config(flow))] == [("train", "skipped"), ("simplify", "skipped")]
+    assert [(o.name, o.status) for o in run_flow(load_config(flow), from_stage="train")] == [("train", "done"), ("simplify", "done")]
+    assert [(o.name, o.status) for o in run_flow(load_config(flow), to_stage="train")] == [("train", "skipped")]
+    assert [(o.name, o.status) for o in run_flow(load_config(flow), from_stage="simplify")] == [("simplify", "done")]
+
+
+def test_deterministic_training_writes_identical_files(tmp_path):
+    flow = _two(tmp_path)
+    run_flow(load_config(flow))
+    manifest = json.loads((tmp_path / "runs" / "two" / "manifest.json").read_text())
+    first = manifest["stages"]["train"]["outputs"]["model"]["sha256"]
+    run_flow(load_config(flow), from_stage="train")
+    manifest = json.loads((tmp_path / "runs" / "two" / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["outputs"]["model"]["sha256"] == first
+    mode = (tmp_path / "runs" / "two" / "train" / "model.pt").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask, oct(mode)  # the mode of any new file, not mkstemp's 0600
+
+
+def test_empty_selections_are_errors_not_silent_successes(tmp_path):
+    flow = _two(tmp_path)
+    with pytest.raises(ConfigError, match="nothing to run: --from simplify comes after --to train"):
+        run_flow(load_config(flow), from_stage="simplify", to_stage="train")
+    with pytest.raises(ConfigError, match="stage quant is not among this flow's stages \\(train, simplify\\)"):
+        run_flow(load_config(flow), only=["quant"])
+    assert not (tmp_path / "runs" / "two").exists()
+
+
+def test_stale_upstream_stage_is_refused(tmp_path):
+    flow = _two(tmp_path)
+    run_flow(load_config(flow))
+    changed = load_config(flow, {"train": {"epochs": 3}})
+    with pytest.raises(PotaturaError, match="stage 'train' .* was made with other settings or data"):
+        run_flow(changed, from_stage="simplify")
+    with pytest.raises(PotaturaError, match="stage 'train'"):
+        run_flow(changed, only=["simplify"], force=True)
+    assert [o.status for o in run_flow(changed)] == ["done", "done"]
+
+
+def test_replaced_data_file_invalidates_the_cache(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=rng.random((60, 1, 4, 4)), y_train=rng.integers(0, 3, 60),
+             x_test=rng.random((20, 1, 4, 4)), y_test=rng.integers(0, 3, 20))
+    flow = tmp_path / "f.yaml"
+    flow.write_text(FLOW.format(runs=tmp_path / "runs", epochs=1, batch=16) + f"data:\n  dataset: npz\n  path: {data}\n")
+    assert [o.status for o in run_flow(load_config(flow))] == ["done"]
+    assert [o.status for o in run_flow(load_config(flow))] == ["skipped"]
+    np.savez(data, x_train=rng.random((60, 1, 4, 4)), y_train=rng.integers(0, 3, 60),
+             x_test=rng.random((20, 1, 4, 4)), y_test=rng.integers(0, 3, 20))
+    os.utime(data, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert [o.status for o in run_flow(load_config(flow))] == ["done"]
+
+
+def test_manifest_of_the_wrong_shape_is_set_aside(tmp_path):
+    flow = _flow(tmp_path)
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text("[]")
+    assert [o.status for o in run_flow(load_config(flow))] == ["done"]
+    assert (run_dir / "manifest.corrupt.json").read_text() == "[]"

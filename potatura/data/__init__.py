@@ -18,7 +18,7 @@ import torch
 from potatura.data.idx import find_idx_pair, read_idx, write_idx
 from potatura.errors import DataError
 
-__all__ = ["DatasetSplits", "load_dataset", "read_idx", "write_idx", "find_data_dir", "DEBIAN_DATASETS"]
+__all__ = ["DatasetSplits", "load_dataset", "read_idx", "write_idx", "find_data_dir", "source_fingerprint", "DEBIAN_DATASETS"]
 
 # Where Debian's dataset packages install (dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).
 DEBIAN_DATASETS = Path("/usr/share/datasets")
@@ -67,24 +67,46 @@ class DatasetSplits:
 
 
 def find_data_dir(dataset: str, data_dir: Optional[Path]) -> Path:
-    """The folder holding IDX files: explicit, then $POTATURA_DATA, then Debian's location."""
-    tried = []
-    roots = []
+    """The folder holding the IDX files of `dataset`.
+
+    An explicit data_dir is the only place looked at (the files in it, or in its subfolder named
+    after the dataset). Without one: $POTATURA_DATA/<dataset>, then Debian's
+    /usr/share/datasets/<dataset>. Only `idx` (any IDX files) accepts files at the top of a root:
+    a folder of Fashion-MNIST files must never satisfy `dataset: mnist`.
+    """
+    subs = _FOLDER_NAMES.get(dataset, ())
     if data_dir is not None:
-        roots.append(Path(data_dir))
-    if os.environ.get("POTATURA_DATA"):
-        roots.append(Path(os.environ["POTATURA_DATA"]))
-    roots.append(DEBIAN_DATASETS)
-    for root in roots:
-        for sub in ("",) + _FOLDER_NAMES.get(dataset, ()):
-            folder = root / sub if sub else root
-            tried.append(str(folder))
-            if folder.is_dir() and any(folder.glob("train-images*")):
-                return folder
+        candidates = [Path(data_dir)] + [Path(data_dir) / s for s in subs]
+    else:
+        roots = [Path(os.environ["POTATURA_DATA"])] if os.environ.get("POTATURA_DATA") else []
+        if dataset == "idx":
+            candidates = roots
+        else:
+            candidates = [r / s for r in roots + [DEBIAN_DATASETS] for s in subs]
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob("train-images*")):
+            return folder
     hint = ""
-    if dataset == "fashion-mnist":
+    if dataset == "fashion-mnist" and data_dir is None:
         hint = " (install it with: apt-get install dataset-fashion-mnist)"
-    raise DataError(f"dataset {dataset!r}: no IDX files found in {', '.join(tried)}{hint}")
+    raise DataError(f"dataset {dataset!r}: no IDX files (train-images-idx3-ubyte[.gz], ...) found in "
+                    f"{', '.join(map(str, candidates))}{hint}")
+
+
+def source_fingerprint(cfg) -> dict:
+    """What identifies the data a DataConfig reads, for the flow's cache key: the resolved
+    folder or file with the size and modification time of each file (replacing a file at the
+    same path must invalidate cached stages)."""
+    if cfg.dataset == "digits":
+        return {"source": "sklearn.datasets.load_digits"}
+    try:
+        if cfg.dataset == "npz":
+            files = [Path(cfg.path)]
+        else:
+            files = sorted(p for p in find_data_dir(cfg.dataset, cfg.data_dir).iterdir() if p.is_file())
+    except DataError:
+        return {"source": None}  # the stage itself reports the missing data
+    return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
 def _split_indices(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -125,9 +147,34 @@ def _load_raw(cfg) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Option
         missing = [k for k in ("x_train", "y_train") if k not in arrays]
         if missing:
             raise DataError(f"{path}: missing arrays {missing}; expected x_train, y_train (and x_test, y_test)")
-        x_test = arrays["x_test"].astype(np.float32) if "x_test" in arrays else None
-        y_test = arrays["y_test"].astype(np.int64) if "y_test" in arrays else None
-        return arrays["x_train"].astype(np.float32), arrays["y_train"].astype(np.int64), x_test, y_test, str(path)
+        if ("x_test" in arrays) != ("y_test" in arrays):
+            raise DataError(f"{path}: has {'x_test' if 'x_test' in arrays else 'y_test'} without "
+                            f"{'y_test' if 'x_test' in arrays else 'x_test'}; give both or neither")
+        out = {}
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            if key not in arrays:
+                continue
+            try:
+                a = arrays[key]
+            except ValueError as exc:  # object arrays need pickle, which is never enabled
+                raise DataError(f"{path}: array {key} cannot be read: {exc}") from None
+            if a.dtype.kind not in "biuf":
+                raise DataError(f"{path}: array {key} has dtype {a.dtype}; expected numbers")
+            if key.startswith("x") and a.ndim not in (3, 4):
+                raise DataError(f"{path}: array {key} has shape {a.shape}; expected [N, H, W] or [N, C, H, W]")
+            if key.startswith("y"):
+                if a.ndim != 1:
+                    raise DataError(f"{path}: array {key} has shape {a.shape}; expected [N] class labels")
+                if a.dtype.kind == "f" and not np.all(a == np.round(a)):
+                    raise DataError(f"{path}: array {key} holds non-integer labels; expected class indices")
+            out[key] = a
+        for split in ("train", "test"):
+            if f"x_{split}" in out and len(out[f"x_{split}"]) != len(out[f"y_{split}"]):
+                raise DataError(f"{path}: x_{split} has {len(out[f'x_{split}'])} samples but y_{split} has "
+                                f"{len(out[f'y_{split}'])} labels")
+        x_test = out["x_test"].astype(np.float32) if "x_test" in out else None
+        y_test = out["y_test"].astype(np.int64) if "y_test" in out else None
+        return out["x_train"].astype(np.float32), out["y_train"].astype(np.int64), x_test, y_test, str(path)
     raise DataError(f"unknown dataset {cfg.dataset!r}")
 
 
@@ -150,6 +197,10 @@ def load_dataset(cfg, seed: int = 0) -> DatasetSplits:
     if x.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{source}: train images are {x.shape[1:]} but test images are {x_test.shape[1:]}")
     x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    for split, n in (("train", len(y_train)), ("validation", len(y_val)), ("test", len(y_test))):
+        if n == 0:
+            raise DataError(f"{source}: the {split} split is empty ({len(y)} training samples with "
+                            f"val_fraction {cfg.val_fraction}); use more data or another fraction")
     mean, std = 0.0, 1.0
     if cfg.normalize:
         mean, std = float(x_train.mean()), float(x_train.std()) or 1.0

@@ -34,7 +34,10 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except EOFError:
+        raise DataError(f"{path}: truncated .gz: the compressed stream ends early "
+                        f"({path.stat().st_size} bytes on disk)") from None
+    except (OSError, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read IDX file: {exc}") from None
 
 

@@ -194,6 +194,14 @@ def headline(stage_dir: Path) -> Optional[str]:
                      f"{t['bram18']} BRAM18, interval {p['interval_cycles_estimated']:,} cycles (estimated){sim}")
     return "; ".join(parts)
 
+def fingerprint(cfg) -> dict:
+    """The catalog entries of the boards this stage fits against (edits to them must rerun it)."""
+    from potatura.artifacts import file_sha256
+    from potatura.boards.catalog import CATALOG_DIR
+
+    return {b: file_sha256(CATALOG_DIR / f"{b}.yaml") for b in cfg.hwgen.boards if (CATALOG_DIR / f"{b}.yaml").is_file()}
+
+
 STAGE = Stage(
     name="hwgen",
     run=run,
@@ -201,4 +209,5 @@ STAGE = Stage(
     needs=("quant",),
     description="hls4ml accelerator projects per board, fitted and checked bit-exact in C simulation",
     headline=headline,
+    fingerprint=fingerprint,
 )

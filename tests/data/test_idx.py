@@ -77,7 +77,7 @@ def test_too_short_and_broken_gzip(tmp_path):
     with pytest.raises(DataError, match="shorter than the 4-byte magic"):
         read_idx(_corrupt(tmp_path, b"\0\0"))
     good = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]))
-    with pytest.raises(DataError, match="cannot read IDX file"):
+    with pytest.raises(DataError, match=r"truncated .gz: the compressed stream ends early \(\d+ bytes on disk\)"):
         read_idx(_corrupt(tmp_path, good[:-6], "cut.gz"))
 
 
@@ -100,7 +100,7 @@ def test_idx_dataset_from_folder(tmp_path):
     splits = load_dataset(DataConfig(dataset="idx", data_dir=tmp_path / "d", val_fraction=0.25), seed=3)
     assert splits.input_shape == (1, 6, 6)
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (30, 10, 10)
-    assert splits.num_classes <= 4
+    assert splits.num_classes == 4
     assert abs(float(splits.x_train.mean())) < 1e-5 and abs(float(splits.x_train.std()) - 1) < 1e-2
 
 
@@ -110,9 +110,10 @@ def test_idx_dataset_with_mismatched_counts(tmp_path):
         load_dataset(DataConfig(dataset="idx", data_dir=tmp_path / "d"))
 
 
-def test_idx_dataset_missing_files(tmp_path):
+def test_idx_dataset_missing_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("POTATURA_DATA", raising=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no IDX files found"):
+    with pytest.raises(DataError, match=r"no IDX files \(train-images-idx3-ubyte\[.gz\], ...\) found in .*empty"):
         load_dataset(DataConfig(dataset="idx", data_dir=tmp_path / "empty"))
 
 
@@ -122,3 +123,19 @@ def test_data_dir_from_environment(tmp_path, monkeypatch):
     splits = load_dataset(DataConfig(dataset="fashion-mnist"), seed=0)
     assert splits.source == str(tmp_path / "env" / "fashion-mnist")
     assert splits.class_names[0] == "T-shirt/top"
+
+
+def test_explicit_data_dir_is_the_only_place_looked_at(tmp_path, monkeypatch):
+    _write_mnist_like(tmp_path / "env" / "fashion-mnist")
+    monkeypatch.setenv("POTATURA_DATA", str(tmp_path / "env"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no IDX files"):
+        load_dataset(DataConfig(dataset="fashion-mnist", data_dir=tmp_path / "empty"))
+
+
+def test_fashion_files_never_satisfy_mnist(tmp_path, monkeypatch):
+    _write_mnist_like(tmp_path / "fashion-mnist")
+    monkeypatch.setenv("POTATURA_DATA", str(tmp_path / "fashion-mnist"))
+    monkeypatch.setattr("potatura.data.DEBIAN_DATASETS", tmp_path / "nothing")
+    with pytest.raises(DataError, match="dataset 'mnist': no IDX files"):
+        load_dataset(DataConfig(dataset="mnist"))

@@ -23,9 +23,16 @@ def test_same_seed_same_split_other_seed_other_split():
     a, b, c = (load_dataset(DataConfig(), seed=s) for s in (7, 7, 8))
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.y_test, c.y_test)
-    # splits are disjoint and cover the dataset: compare raw rows
+    # splits are disjoint and cover the dataset (compare raw rows; digits holds a few duplicates)
     rows = lambda x: {tuple(r) for r in x.flatten(1).numpy().round(4).tolist()}
-    assert not rows(a.x_test) & rows(a.x_val)
+    train, val, test = rows(a.x_train), rows(a.x_val), rows(a.x_test)
+    from sklearn.datasets import load_digits
+
+    all_rows = rows(torch.from_numpy(((load_digits().images / 16.0 - a.mean) / a.std).astype("float32")))
+    assert train | val | test == all_rows
+    assert len(a.y_train) + len(a.y_val) + len(a.y_test) == 1797
+    overlap = len(train & val) + len(train & test) + len(val & test)
+    assert overlap <= 2 * (1797 - len(all_rows)), overlap  # only exact duplicate images may recur
 
 
 def test_limit_train_is_deterministic():
@@ -49,3 +56,22 @@ def test_npz_missing_arrays(tmp_path):
     np.savez(path, images=np.zeros((3, 2, 2)))
     with pytest.raises(DataError, match=r"missing arrays \['x_train', 'y_train'\]"):
         load_dataset(DataConfig(dataset="npz", path=path))
+
+
+@pytest.mark.parametrize("arrays,message", [
+    (dict(x_train=np.zeros((10, 4, 4)), y_train=np.zeros(9)), "x_train has 10 samples but y_train has 9 labels"),
+    (dict(x_train=np.zeros((10, 4, 4)), y_train=np.arange(10) * 0.5), "non-integer labels"),
+    (dict(x_train=np.zeros((10, 16)), y_train=np.zeros(10)), r"shape \(10, 16\); expected \[N, H, W\]"),
+    (dict(x_train=np.zeros((10, 4, 4)), y_train=np.zeros(10), x_test=np.zeros((3, 4, 4))), "x_test without y_test"),
+    (dict(x_train=np.array([None] * 10, dtype=object), y_train=np.zeros(10)), "array x_train cannot be read"),
+])
+def test_npz_contents_are_checked(tmp_path, arrays, message):
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=message):
+        load_dataset(DataConfig(dataset="npz", path=path))
+
+
+def test_empty_split_is_an_error():
+    with pytest.raises(DataError, match="the train split is empty"):
+        load_dataset(DataConfig(limit_train=1))
