@@ -243,8 +243,13 @@ def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = No
     upstream = _upstream_of(selected, stages)
 
     run_dir = cfg.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(run_dir / "manifest.json")
+    for name in selected:
+        for dep in stages[name].needs:
+            if dep not in selected and manifest.stage(dep).get("status") != "done":
+                raise PotaturaError(
+                    f"stage {name!r} needs stage {dep!r}, which has not completed in {run_dir}; "
+                    f"run `potatura run` without --from, or with --from {dep}")
     # Stages that are not rerun but feed the ones that are must match this config: otherwise the
     # run would mix artifacts of two configs under one config.yaml.
     for name in order:
@@ -255,6 +260,7 @@ def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = No
                 raise PotaturaError(
                     f"stage {name!r} in {run_dir} was made with other settings or data than this flow file has; "
                     f"rerun it first (`potatura run FLOW` without --from, or --from {name})")
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_config(cfg))
     log = _setup_log(run_dir, console)
     log.info("run %s in %s: stages %s", cfg.name, run_dir, ", ".join(selected))

@@ -57,3 +57,27 @@ def test_bad_set_option_is_one_line():
     proc = _cli("demo", "--set", "train.epochs")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: --set 'train.epochs': expected KEY=VALUE, e.g. train.epochs=3"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["simplify", "--out", "x.pt"], "error: --out: only used with --model"),
+    (["quant", "--out", "d"], "error: --out: only used with --model"),
+    (["hwgen", "--golden", "g.npz"], "error: --golden: only used with --qonnx"),
+])
+def test_file_mode_options_without_their_file_are_errors(tmp_path, args, message):
+    proc = _cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == message, proc.stderr
+    assert not list(tmp_path.iterdir()), "nothing may be written"
+
+
+def test_stage_without_its_upstream_writes_nothing(tmp_path):
+    proc = _cli("quant", cwd=tmp_path)
+    assert proc.returncode == 2 and "needs stage 'train'" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_demo_set_options_choose_the_run_directory(tmp_path):
+    proc = _cli("demo", "--set", f"runs_dir={tmp_path}", "--set", "name=mine", "--set", "train.method=none",
+                "--set", "train.epochs=1", "--set", "stages=[train]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mine" / "train" / "model.pt").is_file()

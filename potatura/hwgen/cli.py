@@ -56,6 +56,11 @@ def register(app: typer.Typer) -> None:
             overrides.append("hwgen.boards=[" + ",".join(boards) + "]")
         cfg = _load(flow, overrides)
         if qonnx is None:
+            given = [flag for flag, value in (("--out", out), ("--golden", golden),) if value is not None]
+            if given:
+                from potatura.errors import ConfigError
+
+                raise ConfigError(f"{', '.join(given)}: only used with --qonnx")
             _run(cfg, only=["hwgen"], force=True)
             report = cfg.run_dir() / "hwgen" / "report.json"
             if report.is_file():

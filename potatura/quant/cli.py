@@ -42,6 +42,11 @@ def register(app: typer.Typer) -> None:
 
         cfg = _load(flow, sets)
         if model is None:
+            given = [flag for flag, value in (("--out", out),) if value is not None]
+            if given:
+                from potatura.errors import ConfigError
+
+                raise ConfigError(f"{', '.join(given)}: only used with --model")
             _run(cfg, only=["quant"], force=True)
             summary = cfg.run_dir() / "quant" / "summary.json"
             if summary.is_file():

@@ -193,6 +193,15 @@ def quantize(float_model: nn.Module, data, cfg: QuantConfig, out_dir: Path, *, s
     paths = {key: out_dir / name for key, name in FILES.items()}
     float_model.eval()
     input_shape = tuple(data.x_train.shape[1:])
+    try:
+        with torch.no_grad():
+            logits = float_model(data.x_train[:1])
+    except (RuntimeError, ValueError) as exc:
+        raise DataError(f"the model does not accept the dataset's inputs of shape {list(input_shape)} "
+                        f"({data.name}): {str(exc).splitlines()[0]}") from None
+    if logits.ndim != 2 or logits.shape[1] < data.num_classes:
+        raise DataError(f"the model gives outputs of shape {list(logits.shape[1:])} but {data.name} has "
+                        f"{data.num_classes} classes")
 
     conversion = to_brevitas(float_model, cfg)
     model = conversion.model

@@ -79,6 +79,11 @@ def register(app: typer.Typer) -> None:
         from potatura.cli import _load, _run, console
 
         if model is None:
+            given = [flag for flag, value in (("--out", out), ("--input-shape", input_shape),) if value is not None]
+            if given:
+                from potatura.errors import ConfigError
+
+                raise ConfigError(f"{', '.join(given)}: only used with --model")
             _run(_load(flow, sets), only=["simplify"], force=True)
             return
         if flow is not None or sets:
