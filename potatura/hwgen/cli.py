@@ -43,9 +43,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """hls4ml accelerator projects per board, fitted to the board and checked bit-exact in C simulation.
 
-        Examples: potatura hwgen flows/demo.yaml --board pynq-z2 --board zcu104
-                  potatura hwgen --qonnx runs/demo/quant/model.qonnx.onnx --golden runs/demo/quant/golden.npz --out /tmp/hw
-                  potatura hwgen flows/demo.yaml --build    # needs vivado_hls and vivado on PATH
+        Examples:
+
+        potatura hwgen flows/demo.yaml --board pynq-z2 --board zcu104
+
+        potatura hwgen --qonnx runs/demo/quant/model.qonnx.onnx --golden runs/demo/quant/golden.npz --out /tmp/hw
+
+        potatura hwgen flows/demo.yaml --build    # needs vivado_hls and vivado on PATH
         """
         from potatura.cli import _load, _run, console
 

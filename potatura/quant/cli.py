@@ -35,8 +35,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Quantize with Brevitas (PTQ, optional QAT), export QONNX and check the integer reference.
 
-        Examples: potatura quant flows/demo.yaml --set quant.qat_epochs=2
-                  potatura quant --model runs/demo/simplify/model.pt --set quant.weight_bits=4 --out /tmp/q4
+        Examples:
+
+        potatura quant flows/demo.yaml --set quant.qat_epochs=2
+
+        potatura quant --model runs/demo/simplify/model.pt --set quant.weight_bits=4 --out /tmp/q4
         """
         from potatura.cli import _load, _run, console
 

@@ -73,7 +73,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Remove pruned neurons exactly: fold BN, fold their constants into consumers, shrink the layers.
 
-        Examples: potatura simplify flows/demo.yaml (the stage, in the flow's run directory);
+        Examples:
+
+        potatura simplify flows/demo.yaml (the stage, in the flow's run directory);
+
         potatura simplify --model runs/demo/train/model.pt --out small.pt
         """
         from potatura.cli import _load, _run, console

@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train (and prune) the flow's model in its run directory; a killed run resumes at its last epoch.
 
-        Example: potatura train flows/fashion-lenet5.yaml --method serene --sensitivity bounded --lmbda 1e-4
+        Example:
+
+        potatura train flows/fashion-lenet5.yaml --method serene --sensitivity bounded --lmbda 1e-4
         """
         from potatura.cli import _load, _run
 
