@@ -242,7 +242,7 @@ def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = No
         raise ConfigError(f"nothing to run: --from {from_stage} comes after --to {to_stage}")
     upstream = _upstream_of(selected, stages)
 
-    run_dir = cfg.run_dir()
+    run_dir = cfg.run_dir().resolve()  # stages get absolute paths, whatever the cwd
     manifest = Manifest(run_dir / "manifest.json")
     for name in selected:
         for dep in stages[name].needs:

@@ -35,9 +35,10 @@ def test_demo_command_shortened(tmp_path):
 @pytest.mark.slow
 def test_full_demo_prunes_and_verifies(tmp_path):
     """The README's main job exactly: every stage on digits, checked at each rung."""
-    proc = _cli("demo", "--runs-dir", str(tmp_path))
+    proc = _cli("demo", cwd=tmp_path)  # exactly as scripts/demo runs it: runs/ relative to the cwd
     assert proc.returncode == 0, proc.stderr
-    run = tmp_path / "demo"
+    assert "run directory: runs/demo" in proc.stdout
+    run = tmp_path / "runs" / "demo"
     train = json.loads((run / "train" / "summary.json").read_text())
     assert train["test_accuracy"] >= 0.95 and train["remaining_parameters_pct"] < 50
     simplify = json.loads((run / "simplify" / "summary.json").read_text())

@@ -208,3 +208,14 @@ def test_manifest_of_the_wrong_shape_is_set_aside(tmp_path):
     (run_dir / "manifest.json").write_text("[]")
     assert [o.status for o in run_flow(load_config(flow))] == ["done"]
     assert (run_dir / "manifest.corrupt.json").read_text() == "[]"
+
+
+def test_relative_runs_dir_works_across_stages(tmp_path, monkeypatch):
+    """The README's `scripts/demo` uses runs/ relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "rel.yaml"
+    path.write_text(TWO_STAGES.format(runs="runs"))
+    assert [o.status for o in run_flow(load_config(path))] == ["done", "done"]
+    manifest = json.loads((tmp_path / "runs" / "two" / "manifest.json").read_text())
+    assert manifest["stages"]["simplify"]["outputs"]["model"]["path"] == "simplify/model.pt"
+    assert manifest["stages"]["train"]["outputs"]["model"]["path"] == "train/model.pt"
