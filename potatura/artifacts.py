@@ -88,6 +88,22 @@ def load_torch(path: str | os.PathLike) -> Any:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def load_payload(path: str | os.PathLike, fmt: str, what: str = "model file") -> dict:
+    """Read a torch-saved dict artifact whose "format" field must equal `fmt`; DataError otherwise."""
+    from potatura.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        payload = load_torch(path)
+    except Exception as exc:  # torch raises many kinds for a file that is not its own
+        raise DataError(f"{path}: not a readable {what}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise DataError(f"{path}: not a potatura {what} (expected format {fmt})")
+    return payload
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

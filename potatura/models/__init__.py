@@ -62,20 +62,9 @@ def save_model_file(path, model: nn.Module, spec: dict | None = None, extra: dic
 
 def load_model_file(path) -> tuple[nn.Module, dict]:
     """Read a model file written by save_model_file; return (model in eval mode, payload)."""
-    from pathlib import Path
+    from potatura.artifacts import load_payload
 
-    from potatura.artifacts import load_torch
-    from potatura.errors import DataError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: model file not found")
-    try:
-        payload = load_torch(path)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable model file: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != "potatura-model/1":
-        raise DataError(f"{path}: not a potatura model file (expected format potatura-model/1)")
+    payload = load_payload(path, "potatura-model/1", "model file")
     if "module" in payload:
         model = payload["module"]
     else:

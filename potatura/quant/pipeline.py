@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from potatura.artifacts import atomic_path, load_torch, save_torch, write_json
+from potatura.artifacts import atomic_path, load_payload, save_torch, write_json
 from potatura.errors import DataError
 from potatura.flow import Progress
 from potatura.quant.calibrate import calibrate_activations, correct_biases, fine_tune, weight_masks
@@ -64,15 +64,7 @@ def load_brevitas_model(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild a Brevitas model written by quantize(); return (model in eval mode, payload)."""
     from brevitas.graph.calibrate import load_quant_model_mode
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: Brevitas model file not found")
-    try:
-        payload = load_torch(path)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable model file: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != BREVITAS_FORMAT:
-        raise DataError(f"{path}: not a potatura Brevitas model file (expected format {BREVITAS_FORMAT})")
+    payload = load_payload(path, BREVITAS_FORMAT, "Brevitas model file")
     model = to_brevitas(payload["float_model"], QuantConfig.model_validate(payload["quant_config"])).model
     state = payload["state_dict"]
     modules = dict(model.named_modules())
