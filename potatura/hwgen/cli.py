@@ -65,10 +65,7 @@ def register(app: typer.Typer) -> None:
                 from potatura.errors import ConfigError
 
                 raise ConfigError(f"{', '.join(given)}: only used with --qonnx")
-            _run(cfg, only=["hwgen"], force=True)
-            report = cfg.run_dir() / "hwgen" / "report.json"
-            if report.is_file():
-                _print_report(console, report)
+            _run(cfg, only=["hwgen"], force=True)  # prints the stage's headline
             return
         import logging
 

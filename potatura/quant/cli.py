@@ -8,20 +8,6 @@ from typing import List, Optional
 import typer
 
 
-def _print_summary(console, summary: dict, out_dir: Path) -> None:
-    acc = summary["accuracy"]["test"]
-    check = summary["reference_check"]
-    before = acc.get("float", acc.get("input"))
-    console.print(f"quant: test accuracy {100 * before:.2f}% float -> {100 * acc['quantized']:.2f}% quantized (measured); "
-                  f"QONNX reference = Brevitas on {check['exact_matches']}/{check['samples']} validation samples "
-                  f"(max |diff| {check['max_abs_difference']:.3g})")
-    if summary["hardware_ready"]:
-        console.print("quant: hardware-ready (power-of-two scales, integer biases, exact integer reference)")
-    else:
-        console.print(f"quant: NOT hardware-ready: {'; '.join(summary['hardware_problems'])}")
-    console.print(f"quant: outputs in {out_dir}")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("quant")
     def quant(
@@ -50,12 +36,7 @@ def register(app: typer.Typer) -> None:
                 from potatura.errors import ConfigError
 
                 raise ConfigError(f"{', '.join(given)}: only used with --model")
-            _run(cfg, only=["quant"], force=True)
-            summary = cfg.run_dir() / "quant" / "summary.json"
-            if summary.is_file():
-                from potatura.artifacts import read_json
-
-                _print_summary(console, read_json(summary), summary.parent)
+            _run(cfg, only=["quant"], force=True)  # prints the stage's headline
             return
         import logging
 
@@ -69,6 +50,9 @@ def register(app: typer.Typer) -> None:
         out_dir = out or cfg.run_dir() / f"quant-{model.stem}"
         log = logging.getLogger("potatura.quant")
         with Progress(console=console, enabled=console.is_terminal) as progress:
-            outcome = quantize(float_model, data, cfg.quant, out_dir, seed=cfg.seed, train_cfg=cfg.train, log=log,
-                               progress=progress)
-        _print_summary(console, outcome.summary, out_dir)
+            quantize(float_model, data, cfg.quant, out_dir, seed=cfg.seed, train_cfg=cfg.train, log=log,
+                     progress=progress)
+        from potatura.quant.stage import headline
+
+        console.print(f"quant: {headline(out_dir)}", highlight=False)
+        console.print(f"quant: outputs in {out_dir}")
