@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from potatura._schema import StrictModel
 from potatura.bench.config import BenchConfig
-from potatura.boards.config import DeployConfig
+from potatura.deploy.config import DeployConfig
 from potatura.errors import ConfigError
 from potatura.hwgen.config import HwgenConfig
 from potatura.quant.config import QuantConfig

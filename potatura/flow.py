@@ -37,7 +37,7 @@ _STAGE_MODULES = {
     "quant": "potatura.quant.stage",
     "hwgen": "potatura.hwgen.stage",
     "sim": "potatura.sim.stage",
-    "deploy": "potatura.boards.stage",
+    "deploy": "potatura.deploy.stage",
     "bench": "potatura.bench.stage",
 }
 TOOLS = ("torch", "numpy", "brevitas", "qonnx", "onnx", "onnxruntime", "hls4ml", "pynq", "scikit-learn")

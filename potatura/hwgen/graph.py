@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from potatura.errors import DataError, UnsupportedError
-from potatura.hwgen.fixed import ROUNDING, FixedType, po2_exponent
+from potatura.hw.types import ROUNDING, FixedType, po2_exponent
 
 SUPPORTED_OPS = ("Quant (power-of-two scale, zero point 0)", "Conv (2D, group 1, dilation 1)",
                  "Gemm/MatMul (+ Add bias)", "Relu", "MaxPool (no padding)", "Flatten/Reshape to (1, n)",

@@ -5,7 +5,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from potatura.errors import DataError, UnsupportedError
-from potatura.hwgen.fixed import FixedType
+from potatura.hw.types import FixedType
 from potatura.hwgen.graph import read_network
 from potatura.quant.export import quant_parameters
 

@@ -1,4 +1,4 @@
-"""Fixed-point types as hls4ml spells them: ap_fixed<W, I, Q, O> with integer codes.
+"""Fixed-point types as hls4ml spells them: ap_fixed<W, I, Q, O> with integer codes (the IR's type; arithmetic on them lives in potatura.sim.fixed).
 
 A value of a FixedType is code * 2**-frac with code an integer in [min_code, max_code]. `integer`
 (hls4ml's and ap_fixed's I) counts the bits left of the binary point, sign bit included, and may

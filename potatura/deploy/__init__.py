@@ -1,0 +1,1 @@
+"""deploy: bundles for a board, the board agent, the host client and the emulated board."""
