@@ -15,18 +15,28 @@ from dataclasses import dataclass
 # give the same code.
 ROUNDING = {"ROUND": "RND_CONV", "HALF_EVEN": "RND_CONV", "FLOOR": "TRN"}
 
+# ap_fixed quantization (rounding) and overflow (saturation) modes, without the AP_ prefix.
+QUANTIZATION_MODES = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV")
+OVERFLOW_MODES = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
+ROUNDING_MODES = ("RND_CONV", "TRN")
+SATURATION_MODES = ("SAT", "SAT_SYM", "WRAP")
+
 
 @dataclass(frozen=True)
 class FixedType:
     signed: bool
     width: int
     integer: int
-    rounding: str = "TRN"  # RND_CONV (round half to even) | TRN (floor)
-    saturation: str = "WRAP"  # SAT | SAT_SYM (narrow: -max..max) | WRAP
+    rounding: str = "TRN"  # one of QUANTIZATION_MODES, e.g. RND_CONV (round half to even), TRN (floor)
+    saturation: str = "WRAP"  # one of OVERFLOW_MODES: WRAP | SAT | SAT_ZERO | SAT_SYM (narrow: -max..max)
 
     def __post_init__(self) -> None:
         if self.width < 1:
             raise ValueError(f"fixed-point width must be >= 1, got {self.width}")
+        if self.rounding not in QUANTIZATION_MODES:
+            raise ValueError(f"fixed-point rounding {self.rounding!r}: expected one of {', '.join(QUANTIZATION_MODES)}")
+        if self.saturation not in OVERFLOW_MODES:
+            raise ValueError(f"fixed-point saturation {self.saturation!r}: expected one of {', '.join(OVERFLOW_MODES)}")
 
     @property
     def frac(self) -> int:
@@ -63,12 +73,31 @@ class FixedType:
             return base + ">"
         return f"{base},AP_{self.rounding},AP_{self.saturation}>"
 
+    def to_dict(self) -> dict:
+        """JSON form: the five fields (design.json); `from_dict` reads it back exactly."""
+        return {"signed": self.signed, "width": self.width, "integer": self.integer,
+                "rounding": self.rounding, "saturation": self.saturation}
+
+    @staticmethod
+    def from_dict(data: dict) -> FixedType:
+        """The type written by `to_dict`; a missing or unknown key is a ValueError naming it."""
+        keys = ("signed", "width", "integer", "rounding", "saturation")
+        if not isinstance(data, dict) or set(data) != set(keys):
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"a fixed-point type needs exactly the keys {', '.join(keys)}; got {got}")
+        if not isinstance(data["signed"], bool) or not all(
+                isinstance(data[k], int) and not isinstance(data[k], bool) for k in ("width", "integer")):
+            raise ValueError(f"fixed-point type {data}: signed is a bool, width and integer are integers")
+        if data["rounding"] not in ROUNDING_MODES or data["saturation"] not in SATURATION_MODES:
+            raise ValueError(f"fixed-point type {data}: rounding in {ROUNDING_MODES}, saturation in {SATURATION_MODES}")
+        return FixedType(data["signed"], data["width"], data["integer"], data["rounding"], data["saturation"])
+
     def float_exact(self, mantissa_bits: int = 24) -> bool:
         """Whether every value converts to a binary float with `mantissa_bits` (24: float32) exactly."""
         return self.width - (1 if self.signed else 0) <= mantissa_bits
 
     @staticmethod
-    def holding(lo_code: int, hi_code: int, frac: int) -> "FixedType":
+    def holding(lo_code: int, hi_code: int, frac: int) -> FixedType:
         """The narrowest plain (TRN, WRAP) type holding every code in [lo_code, hi_code] at `frac` bits.
 
         Signed as soon as lo_code < 0; an all-zero range still gets one bit.
