@@ -31,6 +31,7 @@ from torch import fx, nn
 from potatura.errors import ConfigError, UnsupportedError
 from potatura.quant import recipes
 from potatura.quant.config import QuantConfig
+from potatura.simplify.fold import fold_batchnorm_parameters
 
 SUPPORTED = (
     "Conv2d and Linear (with or without bias; padding_mode 'zeros'), ReLU, MaxPool2d, AvgPool2d, "
@@ -96,16 +97,10 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 
 def _fold_bn(layer: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights and bias of `layer` with the eval-mode BatchNorm `bn` folded in (computed in float64)."""
-    w = layer.weight.detach().double()
-    b = layer.bias.detach().double() if layer.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    mean, var = bn.running_mean.double(), bn.running_var.double()
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mean)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(mean)
-    factor = gamma / torch.sqrt(var + bn.eps)
-    w_f = w * factor.reshape(-1, *([1] * (w.dim() - 1)))
-    b_f = (b - mean) * factor + beta
-    return w_f.float(), b_f.float()
+    """Weights and bias of `layer` with the eval-mode BatchNorm `bn` folded in (computed in float64 by
+    simplify's fold, the one implementation), as float32."""
+    weight, bias = fold_batchnorm_parameters(layer, bn)
+    return weight.float(), bias.float()
 
 
 class _Builder:

@@ -14,7 +14,12 @@ import torch
 from torch import fx, nn
 
 
-def _folded_layer(layer: nn.Module, bn: nn.Module) -> nn.Module:
+def fold_batchnorm_parameters(layer: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of `layer` (Conv2d/Linear) with the eval-mode BatchNorm `bn` folded in, in float64.
+
+    The one implementation of BN folding: simplify uses it, and quant (which folds a BatchNorm
+    left after a Conv2d/Linear) imports it. Returns (weight [out, ...], bias [out]) as float64.
+    """
     dtype = torch.float64
     weight = layer.weight.detach().to(dtype)
     bias = layer.bias.detach().to(dtype) if layer.bias is not None else torch.zeros(weight.shape[0], dtype=dtype)
@@ -23,8 +28,11 @@ def _folded_layer(layer: nn.Module, bn: nn.Module) -> nn.Module:
     gamma = bn.weight.detach().to(dtype) if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.detach().to(dtype) if bn.bias is not None else torch.zeros_like(mean)
     scale = gamma / torch.sqrt(var + bn.eps)
-    new_weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
-    new_bias = (bias - mean) * scale + beta
+    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), (bias - mean) * scale + beta
+
+
+def _folded_layer(layer: nn.Module, bn: nn.Module) -> nn.Module:
+    new_weight, new_bias = fold_batchnorm_parameters(layer, bn)
     # Built on the meta device: no memory and no random init for weights replaced right away.
     if isinstance(layer, nn.Conv2d):
         out = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
