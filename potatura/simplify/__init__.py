@@ -12,7 +12,7 @@ flatten, add and cat, plus BiasMap where listed in the summary.
 
 from potatura.simplify.layers import BiasMap
 from potatura.simplify.module import SimplifiedGraphModule
-from potatura.simplify.pipeline import SimplifyResult, simplify
+from potatura.simplify.pipeline import SimplifyResult, TrainModeWarning, simplify
 from potatura.simplify.report import compare_logits, count_parameters
 
-__all__ = ["simplify", "SimplifyResult", "SimplifiedGraphModule", "BiasMap", "compare_logits", "count_parameters"]
+__all__ = ["simplify", "SimplifyResult", "TrainModeWarning", "SimplifiedGraphModule", "BiasMap", "compare_logits", "count_parameters"]

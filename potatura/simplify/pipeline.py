@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,25 @@ from potatura.simplify.report import count_parameters, layer_sizes
 BIAS_MAP_NOTE = ("layers listed in bias_map_layers add a per-position bias map [C, H, W] after the convolution "
                  "(removed channels with a non-zero constant meet zero padding): exact, valid only at the input "
                  "size simplified for; a hardware backend must support it or refuse the model")
+
+
+log = logging.getLogger(__name__)
+
+
+class TrainModeWarning(UserWarning):
+    """simplify was given a model in train mode; it simplifies the eval-mode behaviour."""
+
+
+def _warn_if_training(model: nn.Module) -> None:
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if not training:
+        return
+    message = (f"simplify: model {type(model).__name__} is in train mode (model.training={model.training}; "
+               f"{len(training)} modules with training=True, e.g. {training[0]!r}); it is simplified with its eval-mode "
+               "behaviour (BatchNorm running statistics, dropout off) and the result is an eval-mode model: "
+               "call model.eval() first to silence this")
+    log.warning(message)
+    warnings.warn(message, TrainModeWarning, stacklevel=3)
 
 
 @dataclass
@@ -41,10 +62,13 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     """Remove the pruned neurons of `model` (all-zero weight rows/filters) so it computes the same logits.
 
     example_input: one input of the shape the model will see, [1, C, H, W] or [1, F] (a larger
-    batch is cut to its first sample). `model` is not modified. Raises UnsupportedError naming the
-    layer when the model cannot be traced or holds a layer simplify does not know.
+    batch is cut to its first sample). `model` is not modified. A model in train mode is simplified
+    with its eval-mode behaviour, with a TrainModeWarning (and a log warning) naming that state.
+    Raises UnsupportedError naming the layer when the model cannot be traced or holds a layer
+    simplify does not know.
     """
     start = time.perf_counter()
+    _warn_if_training(model)
     if not isinstance(example_input, torch.Tensor) or example_input.dim() not in (2, 4) or len(example_input) < 1:
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         raise UnsupportedError(f"simplify: example input must be a tensor [N, C, H, W] or [N, F], got {shape}")

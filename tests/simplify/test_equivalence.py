@@ -4,6 +4,8 @@ Masks (hypothesis): per prunable layer none / a quarter / half / 90% / all but o
 BN statistics and biases random and non-zero, so every dead neuron emits a constant.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from potatura.simplify import BiasMap, simplify
+from potatura.simplify import BiasMap, TrainModeWarning, simplify
 from tests.simplify.masks import (DEAD_RATES, ZOO_CASES, conv_linear_parameters, mask_model, predicted_parameters,
                                   prunable_layers, zoo_model)
 
@@ -99,9 +101,18 @@ def test_the_input_model_is_not_modified_and_eval_semantics_are_used():
     model.train()  # BN in training mode would update its statistics if simplify ran it
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(4, *shape)
-    result = simplify(model, x[:1])
+    with pytest.warns(TrainModeWarning, match=r"model VGG is in train mode \(model.training=True"):
+        result = simplify(model, x[:1])
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert model.training and all(m.training for m in model.modules())
     assert not result.model.training
     _assert_same_logits(model.eval(), result.model, x)
+
+
+def test_a_model_in_eval_mode_gives_no_train_mode_warning():
+    model, shape = zoo_model("lenet5")
+    mask_model(model, ["half"] * len(prunable_layers(model)), seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainModeWarning)
+        simplify(model.eval(), torch.randn(1, *shape))
