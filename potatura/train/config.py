@@ -19,6 +19,28 @@ METHODS = ("none", "serene", "lobster", "magnitude-oneshot")
 SENSITIVITIES = ("bounded", "full", "local", "neuron-lobster")
 
 
+class NEqConfig(StrictModel):
+    """NEq (neurons at equilibrium, Bragagnolo et al. NeurIPS 2022): freeze the updates of neurons whose
+    output on a small probe split of the training set has stopped changing (ALGORITHMS.md section 4)."""
+
+    eps: float = Field(1e-3, ge=0, description="a neuron is frozen for the next epoch when |velocity| <= eps")
+    mu: float = Field(0.5, ge=0, lt=1, description="velocity momentum")
+    velocity: Literal["paper", "code"] = Field(
+        "paper", description="paper: v_t = dphi_t - mu v_{t-1}; code (the reference implementation): "
+        "r_t = dphi_t - (1 - mu) sum_{k>=1} mu^(k-1) dphi_{t-k}, from the third phi on")
+    val_fraction: float = Field(0.01, gt=0, le=1, description="fraction of the training set used as the probe split "
+                                "(seeded, at least min_val_samples samples; they stay in training)")
+    min_val_samples: int = Field(64, ge=1, description="smallest probe split")
+    layers: Literal["all", "conv"] = Field(
+        "all", description="which neurons may freeze: all (Conv2d, Linear and BatchNorm channels) or conv "
+        "(Conv2d and BatchNorm2d channels, the paper's choice); never the classifier head")
+    baseline: Literal["neq", "random"] = Field(
+        "neq", description="random: the paper's baseline, freezing random neurons of each layer at the fraction "
+        "NEq would freeze")
+    timing_batches: int = Field(3, ge=0, description="training batches timed each epoch with and without the "
+                                "gradient skipping, to measure the seconds saved (0: do not measure)")
+
+
 class TrainConfig(StrictModel):
     method: Literal["none", "serene", "lobster", "magnitude-oneshot"] = Field(
         "serene", description="pruning while training: none (plain SGD), serene (structured, neurons), "
@@ -60,6 +82,11 @@ class TrainConfig(StrictModel):
     lr_patience: int = Field(10, ge=0, description="plateau schedule: epochs without improvement before a cut")
     lr_cooldown: int = Field(50, ge=0, description="plateau schedule: epochs to wait after a cut")
     checkpoint: Optional[str] = Field(None, description="start from this model checkpoint file")
+    neq: Optional[NEqConfig] = Field(None, description="NEq: freeze the updates of neurons at equilibrium "
+                                     "(combines with every method; absent: off)")
+    shrink_every: int = Field(0, ge=0, description="every N epochs physically remove dead neurons from the model "
+                              "being trained (optimizer state carried over), so later epochs run on a smaller "
+                              "network; 0: off (pruned neurons are only masked)")
 
     @field_validator("lmbda")
     @classmethod

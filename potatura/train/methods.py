@@ -13,6 +13,7 @@ from potatura.train.lobster import LobsterRegularizer
 from potatura.train.loop import TrainHook
 from potatura.train.magnitude import OneShotMagnitudePruning, keep_counts
 from potatura.train.masks import head_name, layer_parameters, weight_parameters
+from potatura.train.neq import NEqFreezing
 from potatura.train.schedule import PruningSchedule
 from potatura.train.serene import SereneRegularizer
 from potatura.train.stats import SparsityMetrics
@@ -25,14 +26,20 @@ class PruningSetup:
     hooks: list[TrainHook] = field(default_factory=list)
     schedule: Optional[PruningSchedule] = None
     oneshot: Optional[OneShotMagnitudePruning] = None
+    neq: Optional[NEqFreezing] = None
     head: str = ""
 
 
 def build_pruning(cfg: TrainConfig, model: nn.Module, input_shape: tuple[int, ...],
-                  log: Optional[logging.Logger] = None) -> PruningSetup:
-    """Hooks for cfg.method on `model` (inputs of shape (C, H, W) without the batch)."""
+                  log: Optional[logging.Logger] = None, seed: int = 0) -> PruningSetup:
+    """Hooks for cfg.method (and cfg.neq) on `model` (inputs of shape (C, H, W) without the batch)."""
     head = head_name(model)
     setup = PruningSetup(head=head)
+    if cfg.neq is not None:
+        # First: its after_step restores frozen neurons right after the optimizer step, before a
+        # pruning method's shrink or masks act on every neuron.
+        setup.neq = NEqFreezing(model, cfg.neq, input_shape, head=head, seed=seed, log=log)
+        setup.hooks.append(setup.neq)
     if cfg.method in ("serene", "lobster"):
         if cfg.method == "serene":
             regularizer = SereneRegularizer(model, cfg.lmbda, cfg.sensitivity, head=head)
