@@ -1,0 +1,1 @@
+"""Design-space exploration: Optuna studies over flow keys, trials run as Dask tasks (`potatura sweep`)."""
