@@ -114,7 +114,11 @@ class AgentCore:
         self.manifest: Optional[dict] = None
         self.device = None
         self.driver: Optional[Driver] = None
-        self.pending_faults = None  # faults set before any bundle is loaded (emulated only)
+        self.faults = None  # the emulated board's faults: they belong to the board, so survive a bundle load
+        if emulated:
+            from potatura.deploy.emulated import Faults
+
+            self.faults = Faults()
         self.load_error: Optional[str] = None
         state = self.store / "loaded.json"
         if state.is_file():
@@ -175,9 +179,8 @@ class AgentCore:
             driver = Driver(device, manifest)
             self.bundle_id, self.bundle_dir, self.manifest = bundle_id, path, manifest
             self.device, self.driver, self.load_error = device, driver, None
-            if self.pending_faults and hasattr(device, "faults"):
-                device.faults.set(self.pending_faults)
-                self.pending_faults = None
+            if self.faults is not None and hasattr(device, "faults"):
+                device.faults = self.faults
             tmp = self.store / ".loaded.json.tmp"
             tmp.write_text(json.dumps({"id": bundle_id}))
             os.replace(tmp, self.store / "loaded.json")
@@ -259,10 +262,7 @@ class AgentCore:
     def set_faults(self, spec: dict) -> dict:
         if not self.emulated:
             raise DeployError("faults can only be injected into the emulated board")
-        if self.device is None:
-            self.pending_faults = spec
-        else:
-            self.device.faults.set(spec)
+        self.faults.set(spec)
         return {"faults": spec}
 
 
@@ -289,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
             sys.stderr.write("agent: " + fmt % args + "\n")
 
     def _send(self, status: int, payload: dict) -> None:
-        faults = getattr(self.core.device, "faults", None)
+        faults = self.core.faults
         if (faults is not None and faults.slow_link_s > 0 and not self.path.startswith("/faults")
                 and faults.take("slow_link")):
             time.sleep(faults.slow_link_s)  # the emulated slow link holds the answer back
@@ -347,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, core.info())
             if method == "PUT" and path == "/bundle":
                 data = self._body(core.max_upload)
-                faults = getattr(core.device, "faults", None)
+                faults = core.faults
                 corrupt = bool(faults is not None and faults.corrupt_upload and faults.take("corrupt_upload"))
                 return self._send(200, core.upload(data, corrupt=corrupt))
             if method == "POST" and path in ("/load", "/run", "/validate", "/benchmark", "/reset", "/faults"):

@@ -383,3 +383,38 @@ class _Window:
 
     def write(self, offset: int, value: int) -> None:
         self.board.write(self.base + offset, value)
+
+
+def start_emulated_agent(bundle_dir=None, store_dir=None, token: Optional[str] = None):
+    """An agent on the emulated board, serving on 127.0.0.1 (an ephemeral port) in a thread of this process.
+
+    With bundle_dir, the bundle is uploaded through the store's checks and loaded, so run() works
+    at once (client.deploy(bundle_dir) works too). Returns (url, token, stop); stop() shuts the
+    server down and removes a store it made.
+    """
+    import shutil
+    import tempfile
+
+    from potatura.deploy import bundle as bundles
+    from potatura.deploy.agent import AgentCore, generate_token, make_server
+
+    own_store = store_dir is None
+    store = Path(tempfile.mkdtemp(prefix="potatura-agent-")) if own_store else Path(store_dir)
+    token = token or generate_token()
+    core = AgentCore(store, emulated=True)
+    if bundle_dir is not None:
+        bundle_id, _ = bundles.unpack_upload(bundles.pack_bundle(bundle_dir), store, core.max_upload)
+        core.load(bundle_id)
+    server = make_server(core, token, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, name="potatura-emulated-agent", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        if own_store:
+            shutil.rmtree(store, ignore_errors=True)
+
+    return url, token, stop
