@@ -106,11 +106,16 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph, class_name=name)
 
 
-def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
-    """Run the graph once on `example_input`; every node gets meta['tensor_meta'] (shape, dtype)."""
+def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor, *, known_to_run: bool = False) -> None:
+    """Run the graph once on `example_input`; every node gets meta['tensor_meta'] (shape, dtype).
+
+    known_to_run: the graph already ran on this input (skips the plain run that exists only to
+    turn a failure into a one-line error: ShapeProp prints its own traceback on failure).
+    """
     try:
-        with torch.no_grad():
-            gm(example_input)  # a plain run first: ShapeProp prints its own traceback on failure
+        if not known_to_run:
+            with torch.no_grad():
+                gm(example_input)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UnsupportedError(

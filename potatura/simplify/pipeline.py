@@ -14,6 +14,7 @@ from torch import nn
 from potatura.errors import UnsupportedError
 from potatura.simplify.fold import fold_batchnorm
 from potatura.simplify.graph import OpClass, check_single_use, propagate_shapes, trace
+from potatura.simplify.inplace import functionalize
 from potatura.simplify.module import SimplifiedGraphModule, as_simplified
 from potatura.simplify.propagate import analyse
 from potatura.simplify.remove import apply_plan
@@ -80,8 +81,9 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     work = copy.deepcopy(model).cpu().eval()
     gm = trace(work)
     check_single_use(gm)
-    gm = gm.to(torch.float64)
-    propagate_shapes(gm, x64)
+    gm = gm.to(torch.float64)  # `work` shares the modules, so it is float64 too
+    inplace_rewritten = functionalize(gm, work, x64)
+    propagate_shapes(gm, x64, known_to_run=True)
     before = layer_sizes(gm)
     folded = fold_batchnorm(gm)
     plan = analyse(gm, x64)
@@ -141,6 +143,7 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
         "residual_adds": residual,
         "concatenations": concats,
         "kept_whole": opaque,
+        "inplace_rewritten": inplace_rewritten,
         "seconds": seconds,
         "counted": "parameters_after includes bias map values; MACs count Conv2d/Linear multiply-accumulates "
                    "per sample",

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from potatura.simplify import BiasMap, TrainModeWarning, simplify
+from potatura.simplify import BiasMap, simplify
+from potatura.simplify.pipeline import TrainModeWarning
 from tests.simplify.masks import (DEAD_RATES, ZOO_CASES, conv_linear_parameters, mask_model, predicted_parameters,
                                   prunable_layers, zoo_model)
 
