@@ -1,0 +1,156 @@
+"""The latency protocol: statistics on targets with known (sleep-based) timings, thread settings,
+labels, and the board agent's answers turned into labelled results."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from potatura.bench.harness import (MIN_TIMED_RUNS, LatencyPoint, Target, TargetResult, run_targets, speedups,
+                                    time_calls, torch_threads)
+from potatura.bench.targets import TorchTarget, batch_of, board_results
+from potatura.errors import DataError
+
+
+class SleepTarget(Target):
+    """Sleeps `per_sample_s` x batch per call: a target whose latency is known."""
+
+    name = "sleep"
+    description = "time.sleep"
+
+    def __init__(self, per_sample_s: float):
+        self.per_sample_s = per_sample_s
+        self.batch = 1
+        self.calls = 0
+        self.synced = 0
+
+    def setup(self, batch: int) -> None:
+        self.batch = batch
+
+    def run(self) -> None:
+        self.calls += 1
+        time.sleep(self.per_sample_s * self.batch)
+
+    def synchronize(self) -> None:
+        self.synced += 1
+
+
+def test_percentiles_of_a_sleeping_target_bracket_the_sleep():
+    target = SleepTarget(0.002)
+    (result,) = target.measure([1, 4], iterations=30, warmup=3)
+    one, four = result.single_stream, result.point(4)
+    assert (one.runs, four.runs) == (30, 30)
+    assert target.calls == target.synced == 2 * (30 + 3)  # warm-up runs are made and synchronized too
+    # sleep() never returns early; a generous upper band absorbs a loaded machine
+    assert 0.002 <= one.min_s <= one.p50_s <= one.p90_s <= one.p99_s <= one.max_s
+    assert one.p50_s < 0.002 * 10
+    assert 0.008 <= four.p50_s < 0.008 * 10
+    assert one.min_s <= one.mean_s <= one.max_s
+    # offline throughput: samples over the timed seconds, 4 samples per call at batch 4
+    assert four.throughput_per_s == pytest.approx(4 / four.mean_s)
+    assert four.throughput_per_s < 4 / 0.008
+
+
+def test_time_budget_stops_after_the_minimum_runs():
+    target = SleepTarget(0.005)
+    point = time_calls(target.run, target.synchronize, 1, iterations=1000, warmup=0, max_seconds=0.05)
+    # 20 runs of >= 5 ms pass the 50 ms budget: the protocol stops at its minimum count
+    assert point.runs == MIN_TIMED_RUNS
+    assert target.calls == MIN_TIMED_RUNS
+
+
+def test_statistics_of_known_seconds():
+    seconds = np.arange(1, 101) * 1e-3  # 1, 2, ..., 100 ms
+    p = LatencyPoint.from_seconds(8, seconds)
+    assert p.runs == 100
+    assert p.p50_s == pytest.approx(50.5e-3)
+    assert p.p90_s == pytest.approx(90.1e-3)
+    assert p.p99_s == pytest.approx(99.01e-3)
+    assert p.mean_s == pytest.approx(50.5e-3)
+    assert (p.min_s, p.max_s) == (pytest.approx(1e-3), pytest.approx(0.1))
+    assert p.throughput_per_s == pytest.approx(8 * 100 / 5.05)
+    computed = LatencyPoint.computed(4, 2e-6)
+    assert (computed.p50_s, computed.p99_s, computed.std_s, computed.runs) == (2e-6, 2e-6, 0.0, 1)
+    assert computed.throughput_per_s == pytest.approx(2e6)
+    with pytest.raises(ValueError, match="no timed runs"):
+        LatencyPoint.from_seconds(1, [])
+
+
+def test_results_carry_a_kind_and_round_trip():
+    with pytest.raises(ValueError, match="kind 'estimated' is not one of measured, emulated, simulated"):
+        TargetResult("x", "estimated", "cpu", "", 1, [])
+    r = TargetResult("x", "simulated", "fpga", "d", None, [LatencyPoint.computed(1, 1e-6)], {"cycles": {"a": 1}})
+    assert TargetResult.from_dict(r.to_dict()) == r
+
+
+def test_speedups_are_ratios_of_batch_one_medians():
+    fast = TargetResult("fast", "simulated", "fpga", "", None, [LatencyPoint.computed(1, 1e-6)])
+    slow = TargetResult("slow", "measured", "cpu", "", 1, [LatencyPoint.computed(1, 5e-5)])
+    only_batch = TargetResult("b64", "measured", "cpu", "", 1, [LatencyPoint.computed(64, 1e-3)])
+    s = speedups([fast, slow, only_batch], slow)
+    assert s == {"fast": pytest.approx(50.0), "slow": pytest.approx(1.0), "b64": None}
+
+
+def test_a_failing_target_becomes_a_skipped_entry_and_the_others_run():
+    class Broken(SleepTarget):
+        name = "broken"
+
+        def run(self):
+            raise RuntimeError("device lost\nsecond line")
+
+    results, skipped = run_targets([Broken(0.0), SleepTarget(0.0005)], [1], iterations=5, warmup=1)
+    assert [r.name for r in results] == ["sleep"]
+    assert skipped[0].name == "broken"
+    assert skipped[0].reason == "failed while measuring: RuntimeError: device lost"
+
+
+def test_torch_target_fixes_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((torch.get_num_threads(), x.shape[0]))
+            return x.sum(1)
+
+    x = np.arange(3 * 4, dtype=np.float32).reshape(3, 4)
+    target = TorchTarget("probe", Probe(), x, threads=2, description="probe")
+    (result,) = target.measure([1, 5], iterations=3, warmup=1)
+    assert torch.get_num_threads() == before
+    assert set(seen) == {(2, 1), (2, 5)}
+    assert result.threads == 2 and result.kind == "measured" and result.device == "cpu"
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_batches_cycle_through_the_samples():
+    x = np.arange(3)[:, None]
+    assert batch_of(x, 7)[:, 0].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert batch_of(x, 2)[:, 0].tolist() == [0, 1]
+
+
+def _agent_row(batch, hw, e2e, iterations=20):
+    stats = lambda v: {"p50": v, "p90": 1.5 * v, "p99": 2 * v, "mean": 1.2 * v, "min": 0.9 * v, "max": 3 * v}
+    return {"batch": batch, "iterations": iterations, "warmup": 3, "hardware_s": stats(hw), "end_to_end_s": stats(e2e)}
+
+
+def test_board_answers_become_hardware_and_end_to_end_results():
+    raw = {"device": "emulated", "hardware_source": "emulated", "end_to_end_source": "measured", "clock_mhz": 100.0,
+           "rows": [_agent_row(1, 2e-6, 1e-3), _agent_row(8, 9e-6, 2e-3)]}
+    hw, e2e = board_results("fpga pynq-z2", "bundle", "emulated", raw, {"board": "pynq-z2"})
+    assert (hw.name, e2e.name) == ("fpga pynq-z2 hardware-only", "fpga pynq-z2 end-to-end")
+    assert hw.kind == e2e.kind == "emulated" and hw.device == "fpga"
+    one = hw.single_stream
+    assert (one.p50_s, one.p90_s, one.p99_s, one.runs) == (2e-6, 3e-6, 4e-6, 20)
+    assert hw.point(8).throughput_per_s == pytest.approx(8 / (1.2 * 9e-6))
+    assert e2e.point(8).p50_s == 2e-3
+    assert hw.details["sources"]["hardware_source"] == "emulated"
+    # the agent's device decides: a real board is never shown as emulated
+    (real, _) = board_results("b", "d", "emulated", {"device": "pynq", "rows": [_agent_row(1, 1e-6, 1e-4)]})
+    assert real.kind == "measured"
+    with pytest.raises(DataError, match="no hardware-only or end-to-end times"):
+        board_results("b", "d", "emulated", {"device": "emulated", "rows": [{"batch": 1}]})
+    with pytest.raises(DataError, match="has no 'rows'"):
+        board_results("b", "d", "emulated", {"error": "x"})
