@@ -134,10 +134,12 @@ class AgentCore:
 
             return EmulatedBoard.from_bundle(bundle_dir, manifest)
         bit = manifest["bitstream"]
-        if bit.get("placeholder"):
+        if bit.get("placeholder") and not os.environ.get("POTATURA_EMULATED_PYNQ"):
             raise BundleError(f"{bundle_dir}: the bitstream is a placeholder ({bit.get('note', 'not built')}); "
                               "build it (make overlay in the hwgen project) and write the bundle again, or run "
                               "the agent with --emulated")
+        if os.environ.get("POTATURA_EMULATED_PYNQ"):
+            import potatura.deploy.pynq_device  # noqa: F401  (registers the emulated board with pynq)
         return PynqDevice(str(bundle_dir / bit["file"]))
 
     def _acquire(self, deadline_s: float) -> None:

@@ -333,6 +333,11 @@ class PynqDevice:
         if download:
             self.overlay.download()
         self._device = device
+        backing = device or pynq.Device.active_device
+        if getattr(backing, "timing_source", None) == "emulated":
+            # potatura's emulated board behind pynq: hardware time is its virtual clock (simulated cycles)
+            self.timing_source = "emulated"
+            self.now, self.cycles = backing.now, backing.cycles
 
     def ip_address(self, name: str):
         ip = self.overlay.ip_dict.get(name)

@@ -151,6 +151,9 @@ class TrainLoop:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        for hook, hs in zip(self.hooks, state.get("hooks", [])):
+            if hasattr(hook, "before_load"):  # e.g. shrinking during training: resize the model first
+                hook.before_load(self, hs)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
