@@ -102,6 +102,10 @@ class OneShotMagnitudePruning(TrainHook):
             self.prune(loop)
             metrics["pruned"] = "one-shot L1"
 
+    def on_shrink(self, loop, removal: dict) -> None:
+        if self.done:
+            self.mask.refresh()  # the removed rows are gone; the rest of the mask is the zeros left
+
     def state_dict(self) -> dict:
         return {"done": self.done, "kept": self.kept, "mask": self.mask.state_dict()}
 

@@ -16,6 +16,7 @@ from potatura.train.masks import head_name, layer_parameters, weight_parameters
 from potatura.train.neq import NEqFreezing
 from potatura.train.schedule import PruningSchedule
 from potatura.train.serene import SereneRegularizer
+from potatura.train.shrink import ShrinkDuringTraining
 from potatura.train.stats import SparsityMetrics
 
 
@@ -27,6 +28,7 @@ class PruningSetup:
     schedule: Optional[PruningSchedule] = None
     oneshot: Optional[OneShotMagnitudePruning] = None
     neq: Optional[NEqFreezing] = None
+    shrink: Optional[ShrinkDuringTraining] = None
     head: str = ""
 
 
@@ -59,4 +61,8 @@ def build_pruning(cfg: TrainConfig, model: nn.Module, input_shape: tuple[int, ..
         setup.oneshot = OneShotMagnitudePruning(model, head, counts, at_epoch=cfg.oneshot_epoch)
         setup.hooks.append(setup.oneshot)
     setup.hooks.append(SparsityMetrics(model, input_shape, head))
+    if cfg.shrink_every:
+        # Last: it removes the neurons the other hooks have just declared dead this epoch.
+        setup.shrink = ShrinkDuringTraining(model, input_shape, head, cfg.shrink_every, log=log)
+        setup.hooks.append(setup.shrink)
     return setup

@@ -333,6 +333,20 @@ class PruningSchedule(TrainHook):
             return f"target {self.target_neurons_pct:g}% neurons reached"
         return None
 
+    def on_shrink(self, loop, removal: dict) -> None:
+        """Shrinking during training removed neurons: the best weights follow, the mask is rebuilt."""
+        from potatura.train.shrink import shrink_state
+
+        if self.detector is not None and self.detector.best_state is not None:
+            best = self.detector.best_state
+            for link, keep, consumer, shape in removal.values():
+                best = shrink_state(best, link, keep, consumer, shape)
+            self.detector.best_state = best
+        if self.mask.pruned:
+            self.mask.refresh()
+        if self.regularizer is not None and hasattr(self.regularizer, "on_shrink"):
+            self.regularizer.on_shrink(loop, removal)
+
     # -- checkpoint ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {

@@ -213,6 +213,12 @@ class SereneRegularizer(TrainHook):
         self.neuron_insensitivity = None
         self.recorder.clear()
 
+    def on_shrink(self, loop, removal: dict) -> None:
+        """NeuronLOBSTER's running means follow the neurons shrinking during training kept."""
+        for name, (_, keep, _, _) in removal.items():
+            if name in self.ema:
+                self.ema[name] = self.ema[name][keep.to(self.ema[name].device)]
+
     def state_dict(self) -> dict:
         return {"enabled": self.enabled, "ema": {k: v.clone() for k, v in self.ema.items()}}
 

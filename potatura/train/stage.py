@@ -3,6 +3,7 @@
 Outputs (under <run>/train/):
     model.pt         the zoo architecture with pruned weights at exactly zero (save_model_file + spec)
     metrics.json     one record per epoch: losses, accuracies, LR, remaining parameters/neurons/MACs %
+                     (rewritten after every epoch, as is curves.png, so a long run can be watched)
     summary.json     final test accuracy, sparsity per layer and network, pruning rounds, timings
     sparsity.json    per-layer neurons, parameters and MACs (total and remaining)
     data_stats.json  normalization and shapes for later stages
@@ -16,7 +17,7 @@ from potatura.artifacts import write_json
 from potatura.data import load_dataset
 from potatura.flow import Stage, StageContext
 from potatura.models import build_model, load_model_file, save_model_file
-from potatura.train.loop import TrainLoop, count_parameters, evaluate, seed_everything
+from potatura.train.loop import TrainHook, TrainLoop, count_parameters, evaluate, seed_everything
 from potatura.train.methods import build_pruning
 from potatura.train.plots import plot_history
 from potatura.train.presets import resolve_train_config
@@ -40,11 +41,9 @@ def run(ctx: StageContext) -> dict:
     ctx.log.info("train: %s on %s (%s), %d parameters, %d/%d/%d train/val/test samples",
                  cfg.model.name, data.name, "x".join(map(str, data.input_shape)), count_parameters(model),
                  len(data.y_train), len(data.y_val), len(data.y_test))
-    method = train_cfg.method + (f" ({train_cfg.sensitivity} sensitivity)" if train_cfg.method == "serene" else "")
-    ctx.log.info("train: method %s, lambda %g, lr %g, %d epochs, batch %d, pwe %d, twt %g%s", method,
-                 train_cfg.lmbda, train_cfg.lr, train_cfg.epochs, train_cfg.batch_size, train_cfg.pwe, train_cfg.twt,
-                 f", preset {preset}" if preset else "")
-    pruning = build_pruning(train_cfg, model, data.input_shape, log=ctx.log)
+    ctx.log.info("train: %s, lr %g, %d epochs, batch %d%s", method_description(train_cfg), train_cfg.lr,
+                 train_cfg.epochs, train_cfg.batch_size, f", preset {preset}" if preset else "")
+    pruning = build_pruning(train_cfg, model, data.input_shape, log=ctx.log, seed=cfg.seed)
     epochs = train_cfg.epochs
     with ctx.progress.task("train", total=epochs) as bar:
         def on_epoch(m: dict) -> None:
@@ -52,9 +51,12 @@ def run(ctx: StageContext) -> dict:
             if "remaining_neurons_pct" in m:
                 extra = f" params {m['remaining_parameters_pct']:.1f}% neurons {m['remaining_neurons_pct']:.1f}%"
             bar(completed=m["epoch"], description=f"train epoch {m['epoch']}/{epochs} val acc {m['val_accuracy']:.3f}{extra}")
+            # Written every epoch, so that a long run can be watched.
+            write_json(ctx.path("metrics.json"), loop.history)
+            plot_history(loop.history, ctx.path("curves.png"), extra_keys=CURVE_KEYS)
 
         loop = TrainLoop(model, data, train_cfg, seed=cfg.seed, checkpoint_dir=ctx.out_dir, log=ctx.log,
-                         on_epoch=on_epoch, hooks=pruning.hooks)
+                         on_epoch=on_epoch, hooks=[*pruning.hooks, _ResumeProgress(bar, epochs)])
         result = loop.run()
     test = evaluate(model, data.x_test, data.y_test)
     save_model_file(ctx.path("model.pt"), model, spec=spec,
@@ -70,7 +72,10 @@ def run(ctx: StageContext) -> dict:
         "method": train_cfg.method,
         "sensitivity": train_cfg.sensitivity if train_cfg.method == "serene" else None,
         "preset": preset,
-        "hyperparameters": train_cfg.model_dump(mode="json"),
+        # finetune_epochs as it ran: a preset's value is capped at a quarter of a shorter budget.
+        "hyperparameters": {**train_cfg.model_dump(mode="json"),
+                            "finetune_epochs": train_cfg.effective_finetune_epochs()},
+        "finetune_epochs_run": sum(1 for h in result.history if h.get("phase") == "finetune"),
         "epochs": result.epochs_run,
         "resumed_from_epoch": result.resumed_from,
         "test_accuracy": test["accuracy"],
@@ -95,6 +100,12 @@ def run(ctx: StageContext) -> dict:
         summary["pruning_ended"] = pruning.schedule.stop_reason
     if pruning.oneshot is not None:
         summary["kept_neurons"] = pruning.oneshot.kept
+    if pruning.neq is not None:
+        summary["neq"] = neq_summary(result.history)
+    if pruning.shrink is not None:
+        summary["shrink"] = {"every_epochs": train_cfg.shrink_every, "events": pruning.shrink.events,
+                             "note": "dead neurons physically removed during training; model.pt is expanded "
+                                     "back to the architecture's shapes (removed neurons at zero)"}
     write_json(ctx.path("summary.json"), summary)
     outputs = {"model": ctx.path("model.pt"), "metrics": ctx.path("metrics.json"),
                "summary": ctx.path("summary.json"), "data_stats": ctx.path("data_stats.json"),
@@ -105,6 +116,48 @@ def run(ctx: StageContext) -> dict:
                  100 * test["accuracy"], net["parameters_remaining_pct"], net["neurons_remaining"], net["neurons"],
                  net["neurons_remaining_pct"])
     return outputs
+
+
+def method_description(cfg) -> str:
+    """The method and only the hyperparameters that apply to it (a dense run has no lambda/pwe/twt)."""
+    if cfg.method == "none":
+        text = "method none (plain SGD)"
+    elif cfg.method == "magnitude-oneshot":
+        keep = cfg.keep_neurons or f"{cfg.target_neurons_pct:g}% of each layer"
+        text = f"method magnitude-oneshot (keep {keep}, at epoch {cfg.oneshot_epoch})"
+    else:
+        sens = f" ({cfg.sensitivity} sensitivity)" if cfg.method == "serene" else ""
+        text = f"method {cfg.method}{sens}, lambda {cfg.lmbda:g}, pwe {cfg.pwe}, twt {cfg.twt:g}"
+    if cfg.neq is not None:
+        text += f", NEq eps {cfg.neq.eps:g} mu {cfg.neq.mu:g} ({cfg.neq.velocity} velocity, {cfg.neq.baseline})"
+    if cfg.shrink_every:
+        text += f", shrink every {cfg.shrink_every} epochs"
+    return text
+
+
+def neq_summary(history: list[dict]) -> dict:
+    """Mean frozen %, weight-gradient FLOPs saved (counted) and seconds saved (measured) over the run."""
+    rows = [h for h in history if "neq_frozen_pct" in h]
+    n = max(1, len(rows))
+    return {
+        "mean_frozen_pct": sum(h["neq_frozen_pct"] for h in rows) / n,
+        "weight_grad_flops_saved": sum(h["neq_weight_grad_flops_saved"] for h in rows),
+        "mean_weight_grad_flops_saved_pct": sum(h["neq_weight_grad_flops_saved_pct"] for h in rows) / n,
+        "seconds_saved": sum(h["neq_seconds_saved"] for h in rows),
+        "measured": "frozen % and FLOPs counted; seconds saved measured on neq.timing_batches batches per epoch "
+                    "(forward+backward with and without the gradient skipping), scaled to the epoch",
+    }
+
+
+class _ResumeProgress(TrainHook):
+    """Moves the progress bar to the resumed epoch (a resumed run otherwise shows 0/N until an epoch ends)."""
+
+    def __init__(self, bar, epochs: int):
+        self.bar, self.epochs = bar, epochs
+
+    def on_run_start(self, loop) -> None:
+        if loop.epoch:
+            self.bar(completed=loop.epoch, description=f"train resumed after epoch {loop.epoch}/{self.epochs}")
 
 
 def headline(stage_dir) -> str | None:

@@ -8,6 +8,7 @@ MACs of the really smaller dense model.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -50,24 +51,29 @@ def sparsity_report(model: nn.Module, input_shape: tuple[int, ...], head: Option
     """
     head = head or head_name(model)
     positions = positions or output_positions(model, input_shape)
+    # A model shrunk during training (potatura.train.shrink) counts against its architecture's sizes:
+    # the neurons it removed count as pruned.
+    shrunk = getattr(model, "_potatura_shrink_sizes", None) or {"layers": {}}
     layers = []
     for name, m in neuron_layers(model):
         w = m.weight.detach()
-        params = w.numel() + (m.bias.numel() if m.bias is not None else 0)
+        size = shrunk["layers"].get(name)
+        weight_numel = math.prod(size["weight"]) if size else w.numel()
+        params = weight_numel + ((size["weight"][0] if size else m.bias.numel()) if m.bias is not None else 0)
         nonzero = int(w.ne(0).sum()) + (int(m.bias.detach().ne(0).sum()) if m.bias is not None else 0)
         pos = positions.get(name, 1)
         layers.append({
             "name": name,
             "type": type(m).__name__,
             "head": name == head,
-            "neurons": int(w.shape[0]),
+            "neurons": int(size["neurons"] if size else w.shape[0]),
             "neurons_remaining": int(alive_neurons(m).sum()),
             "parameters": int(params),
             "parameters_remaining": nonzero,
-            "macs": int(w.numel() * pos),
+            "macs": int(weight_numel * pos),
             "macs_remaining": int(w.ne(0).sum()) * pos,
         })
-    total_params = sum(p.numel() for p in model.parameters())
+    total_params = shrunk.get("parameters") or sum(p.numel() for p in model.parameters())
     nonzero_params = sum(int(p.detach().ne(0).sum()) for p in model.parameters())
     prunable = [l for l in layers if not l["head"]]
     neurons = sum(l["neurons"] for l in prunable)

@@ -1,0 +1,79 @@
+"""Train stage reports: fine-tuning length as run, progress after a resume, only the hyperparameters that
+apply, metrics.json/curves.png every epoch, the pruning-end mark."""
+
+import json
+
+from potatura.config import TrainConfig, load_config
+from potatura.flow import run_flow
+from potatura.train import stage as train_stage
+from potatura.train.plots import pruning_end_epoch
+from potatura.train.stage import _ResumeProgress, method_description
+
+FLOW = """
+name: r
+seed: 0
+runs_dir: {runs}
+stages: [train]
+model:
+  name: lenet5
+  options: {{channels: [4, 8], hidden: 16}}
+train:
+  method: {method}
+  epochs: {epochs}
+  pwe: 1
+  twt: 0.3
+"""
+
+
+def _run(tmp_path, method, epochs, monkeypatch=None):
+    path = tmp_path / "flow.yaml"
+    path.write_text(FLOW.format(runs=tmp_path / "runs", method=method, epochs=epochs))
+    run_flow(load_config(path))
+    out = tmp_path / "runs" / "r" / "train"
+    return json.loads((out / "summary.json").read_text()), json.loads((out / "metrics.json").read_text())
+
+
+def test_summary_finetune_epochs_is_what_ran_and_files_written_every_epoch(tmp_path, monkeypatch):
+    writes = []
+    real_write = train_stage.write_json
+
+    def counting_write(path, data):
+        if path.name == "metrics.json":
+            writes.append(len(data))
+        return real_write(path, data)
+
+    monkeypatch.setattr(train_stage, "write_json", counting_write)
+    # The digits preset says finetune_epochs 10; a 12-epoch budget caps it at a quarter: 3.
+    summary, metrics = _run(tmp_path, "serene", 12)
+    assert summary["hyperparameters"]["finetune_epochs"] == 3
+    assert summary["finetune_epochs_run"] == sum(1 for m in metrics if m.get("phase") == "finetune") == 3
+    assert writes[:len(metrics)] == list(range(1, len(metrics) + 1))  # one write per epoch, growing
+    assert pruning_end_epoch(metrics) == len(metrics) - 3
+
+
+def test_dense_run_describes_no_pruning_hyperparameters():
+    dense = method_description(TrainConfig(method="none"))
+    assert "lambda" not in dense and "pwe" not in dense and "twt" not in dense
+    assert "lambda 0.01" in method_description(TrainConfig(method="serene"))
+    assert "NEq eps 0.001" in method_description(TrainConfig(method="none", neq={}))
+
+
+def test_progress_moves_to_the_resumed_epoch():
+    calls = []
+
+    class Loop:
+        epoch = 7
+
+    _ResumeProgress(lambda **kw: calls.append(kw), 30).on_run_start(Loop())
+    assert calls and calls[0]["completed"] == 7
+    Loop.epoch = 0
+    calls.clear()
+    _ResumeProgress(lambda **kw: calls.append(kw), 30).on_run_start(Loop())
+    assert calls == []
+
+
+def test_pruning_end_mark():
+    hist = [{"epoch": 1, "phase": "prune"}, {"epoch": 2, "phase": "prune"}, {"epoch": 3, "phase": "finetune"}]
+    assert pruning_end_epoch(hist) == 2
+    assert pruning_end_epoch([{"epoch": 1}, {"epoch": 2, "pruned": "one-shot L1"}]) == 2
+    assert pruning_end_epoch([{"epoch": 1}]) is None
