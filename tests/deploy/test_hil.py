@@ -270,3 +270,15 @@ def test_hil_check_writes_a_table_and_junit(agent, bundle, tmp_path):
     assert "OutputMismatchError" in steps[1].error
     root = ET.parse(junit_xml(steps, tmp_path / "hil2.xml")).getroot()
     assert root.get("failures") == "1" and root.find("testcase[@name='golden']/failure") is not None
+
+
+def test_the_bundles_agent_package_runs_on_its_own(bundle, tmp_path):
+    """A board needs only the bundle: PYTHONPATH=<bundle>/agent gives the driver and agent (stdlib + numpy)."""
+    code = ("import sys, potatura.deploy.agent as a, potatura.deploy.bundle as b; "
+            "m = b.verify_bundle(sys.argv[1]); print(a.__file__); print(m['board'])")
+    env = dict(os.environ, PYTHONPATH=str(bundle / "agent"))
+    proc = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    module_file, board = proc.stdout.split()
+    assert Path(module_file).is_relative_to(bundle / "agent") and board == "pynq-z2"
