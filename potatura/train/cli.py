@@ -1,4 +1,5 @@
-"""`potatura train`: the train stage alone, with the common pruning options as flags."""
+"""`potatura train`: the train stage alone, with the common pruning options as flags;
+`potatura analyze RUN_DIR`: PSP-entropy and sharpness of a run's trained model."""
 
 from __future__ import annotations
 
@@ -29,10 +30,37 @@ def register(app: typer.Typer) -> None:
 
         potatura train flows/fashion-lenet5.yaml --method serene --sensitivity bounded --lmbda 1e-4
         """
-        from potatura.cli import _load, _run
+        from potatura.cli_common import _load, _run
 
         options = {"method": method, "sensitivity": sensitivity, "lmbda": lmbda, "epochs": epochs, "twt": twt,
                    "pwe": pwe, "target_parameters_pct": target_params, "target_neurons_pct": target_neurons}
         extra = [f"train.{k}={v}" for k, v in options.items() if v is not None]
         cfg = _load(flow, list(sets or []) + extra)
         _run(cfg, only=["train"], force=force)
+
+    @app.command("analyze")
+    def analyze(
+        run_dir: Path = typer.Argument(..., help="a run directory whose train stage ran (runs/<name>)"),
+        split: str = typer.Option("test", help="data split analysed: train | val | test"),
+        alpha: float = typer.Option(0.05, help="sharpness: relative weight perturbation w * (1 + alpha * N(0,1))"),
+        trials: int = typer.Option(10, help="sharpness: perturbations drawn"),
+        max_samples: Optional[int] = typer.Option(None, help="analyse only the first N samples of the split"),
+    ) -> None:
+        """PSP-entropy histograms per layer and sharpness of RUN_DIR/train/model.pt (writes RUN_DIR/analyze/).
+
+        Example:
+
+        potatura analyze runs/demo --split test --alpha 0.05
+        """
+        from potatura.cli_common import console
+        from potatura.train.psp import analyze_run
+
+        report = analyze_run(run_dir, split=split, alpha=alpha, trials=trials, max_samples=max_samples)
+        for name, layer in report["entropy"]["layers"].items():
+            mean = "-" if layer["mean_bits"] is None else f"{layer['mean_bits']:.3f}"
+            console.print(f"{name}: {layer['units']} units, mean PSP entropy {mean} bits of "
+                          f"{report['entropy']['max_bits']} ({layer['pruned_units']} pruned units left out)")
+        sharp = report["sharpness"]
+        console.print(f"sharpness: loss {sharp['loss']:.4f}, mean increase {sharp['mean_increase']:.4f} "
+                      f"(alpha {sharp['alpha']}, {sharp['trials']} trials; measured on the {split} split)")
+        console.print(f"written: {Path(run_dir) / 'analyze'}")
