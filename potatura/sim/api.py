@@ -134,7 +134,12 @@ class Accelerator:
         return latency, interval, int(end[-1] - start[0])
 
     def cycles(self, batch: int = 1, size_fifos: bool = True) -> CycleReport:
-        """Timing of `batch` samples back to back; FIFO sizing on two extra samples' worth of trace."""
+        """Timing of `batch` samples streamed back to back (simulated).
+
+        per_layer stall_cycles = stall_in (a step waited for an input token: starved, the pipeline
+        filling included) + stall_out (a write waited for a full FIFO: back-pressure). FIFO
+        sized_depth: `size_fifos` (computed once per accelerator) unless size_fifos is False.
+        """
         if batch < 1:
             raise SimError(f"sim: batch must be >= 1, got {batch}")
         net = self.network
@@ -142,9 +147,9 @@ class Accelerator:
         latency, interval, total = self._latency_interval(tr, batch)
         if batch == 1:
             # The interval needs two samples: simulate them (the report's other figures stay batch 1).
-            lat2, interval, _ = self._latency_interval(self.trace(2), 2)
+            interval = self._latency_interval(self.trace(2), 2)[1]
         sized = self.size_fifos() if size_fifos else {}
-        unbounded = self.trace(max(batch, 2), [None] * len(net.fifos))
+        unbounded_occ = self._unbounded_occupancy()
         per_layer = []
         for i, m in enumerate(net.modules):
             per_layer.append({"name": m.name, "layer": net.module_layer[i], "op": m.op, "ii": m.ii,
@@ -156,17 +161,29 @@ class Accelerator:
         for i, f in enumerate(net.fifos):
             fifos.append({"name": f.name, "depth": f.depth, "tokens_per_sample": f.tokens_per_sample,
                           "max_occupancy": tr.max_occupancy(i),
-                          "unbounded_max_occupancy": unbounded.max_occupancy(i),
+                          "unbounded_max_occupancy": unbounded_occ[i],
                           "sized_depth": sized.get(f.name)})
         return CycleReport(latency, interval, total, self.clock_mhz, batch, per_layer, fifos, self.dma(), net.io_type)
 
-    def size_fifos(self, samples: int = 3) -> dict[str, int]:
+    SIZING_SAMPLES = 3  # samples streamed back to back while sizing: the first, and two in steady state
+
+    def _unbounded_occupancy(self) -> list[int]:
+        if getattr(self, "_occupancy", None) is None:
+            tr = self.trace(self.SIZING_SAMPLES, [None] * len(self.network.fifos))
+            self._occupancy = [tr.max_occupancy(i) for i in range(len(self.network.fifos))]
+        return self._occupancy
+
+    def size_fifos(self, samples: int = SIZING_SAMPLES) -> dict[str, int]:
         """The smallest depth of every FIFO keeping the latency and interval of unbounded FIFOs.
 
         Greedy: FIFO by FIFO (in stream order), binary search of the depth in [1, its unbounded
         maximum occupancy] with the FIFOs already sized at their depth and the others unbounded; the
-        unbounded maximum occupancy always works (every write then finds its slot free).
+        unbounded maximum occupancy always works (every write then finds its slot free). Computed
+        once per accelerator.
         """
+        cached = getattr(self, "_sized", None)
+        if cached is not None and cached[0] == samples:
+            return dict(cached[1])
         net = self.network
         n = len(net.fifos)
         unbounded = self.trace(samples, [None] * n)
@@ -188,7 +205,9 @@ class Accelerator:
                 else:
                     lo = mid + 1
             depths[i] = lo
-        return {f.name: int(d) for f, d in zip(net.fifos, depths)}
+        sized = {f.name: int(d) for f, d in zip(net.fifos, depths)}
+        self._sized = (samples, sized)
+        return dict(sized)
 
     def dma(self) -> dict:
         """Off-chip transfers of one sample: AXI DMA words in and out at the board's memory bandwidth."""
