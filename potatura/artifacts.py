@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -82,26 +83,84 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
-def load_torch(path: str | os.PathLike) -> Any:
+def load_torch(path: str | os.PathLike, numpy_arrays: bool = False) -> Any:
+    """Read a torch-saved file without running code from it: torch.load(weights_only=True).
+
+    weights_only reads tensors and plain containers (dict, list, tuple, str, numbers) and refuses
+    every other global the pickle names, so a crafted file cannot call os.system & co.
+    `numpy_arrays` also allows numpy arrays and scalars (numpy's reconstructors build data, they
+    call nothing named by the file); older training checkpoints hold numpy's RNG state.
+    """
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if not numpy_arrays:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals(_numpy_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_payload(path: str | os.PathLike, fmt: str, what: str = "model file") -> dict:
-    """Read a torch-saved dict artifact whose "format" field must equal `fmt`; DataError otherwise."""
+def _numpy_globals() -> list:
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtypes = [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32, np.int32, np.uint8, np.bool_)]
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
+
+
+def read_torch(path: str | os.PathLike, what: str, numpy_arrays: bool = False) -> Any:
+    """load_torch with one-line errors: DataError naming the file for a missing, foreign or refused file."""
     from potatura.errors import DataError
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
     try:
-        payload = load_torch(path)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error says enough
+            warnings.simplefilter("ignore")
+            return load_torch(path, numpy_arrays=numpy_arrays)
     except Exception as exc:  # torch raises many kinds for a file that is not its own
-        raise DataError(f"{path}: not a readable {what}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != fmt:
-        raise DataError(f"{path}: not a potatura {what} (expected format {fmt})")
+        text = str(exc)
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        if "WeightsUnpickler error" in text:
+            # torch's own message is a page long: keep its one telling line
+            first = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                          if line.strip()), first)
+        if "unsupported global" in text.lower():
+            unsafe = _unsafe_globals(path)
+            raise DataError(f"{path}: refused: the file is a pickle that names code to run "
+                            f"({', '.join(unsafe) or first}); potatura reads only tensors and plain "
+                            f"data (a {what} written by an older potatura may hold a pickled module: re-run the "
+                            f"stage that wrote it)") from None
+        raise DataError(f"{path}: not a readable {what}: {first}") from None
+
+
+def load_payload(path: str | os.PathLike, fmt: str | tuple[str, ...], what: str = "model file",
+                 numpy_arrays: bool = False) -> dict:
+    """Read a torch-saved dict artifact whose "format" field is `fmt` (or one of them); DataError otherwise.
+
+    The file is read with weights_only=True: a file that needs anything beyond tensors and plain
+    containers (a pickled module, or a pickle that asks to run code) is refused, naming the file.
+    """
+    from potatura.errors import DataError
+
+    payload = read_torch(path, what, numpy_arrays=numpy_arrays)
+    formats = (fmt,) if isinstance(fmt, str) else tuple(fmt)
+    if not isinstance(payload, dict) or payload.get("format") not in formats:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        hint = f", found {found!r}" if isinstance(found, str) else ""
+        raise DataError(f"{path}: not a potatura {what} (expected format {' or '.join(formats)}{hint})")
     return payload
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals a refused pickle names (read from the pickle opcodes; nothing is called)."""
+    import torch
+
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))[:4]
+    except Exception:
+        return []
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -43,33 +43,55 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 
 # -- model files shared by every stage ---------------------------------------------------------
-# A zoo model is stored as its spec + state_dict (rebuildable, no pickled code); a model whose
-# architecture changed (after simplify) is stored as the pickled module.
+# A zoo model is stored as its spec + state_dict (rebuildable); any other model (after simplify)
+# as a description of its torch.fx graph and modules (potatura.module_codec). Both are plain data
+# read with torch.load(weights_only=True): loading a model file never runs code from it.
+
+MODEL_FORMAT = "potatura-model/2"
+# potatura-model/1 files hold the same spec + state_dict; the /1 files that held a pickled module
+# are refused when read (the pickle names code), with a message saying to re-run their stage.
+_READABLE_FORMATS = (MODEL_FORMAT, "potatura-model/1")
 
 
 def save_model_file(path, model: nn.Module, spec: dict | None = None, extra: dict | None = None):
     """Write a model file atomically. `spec` = {name, options, input_shape, num_classes}."""
     from potatura.artifacts import save_torch
 
-    payload: dict = {"format": "potatura-model/1", "extra": extra or {}}
+    payload: dict = {"format": MODEL_FORMAT, "extra": extra or {}}
     if spec is not None:
         payload["spec"] = spec
         payload["state_dict"] = model.state_dict()
     else:
-        payload["module"] = model
+        from potatura.module_codec import encode_module
+
+        payload["graph"] = encode_module(model)
     return save_torch(path, payload)
+
+
+def model_from_payload(payload: dict, source: str = "model file") -> nn.Module:
+    """The module a model-file payload describes (spec + state_dict, or a graph description)."""
+    from potatura.errors import DataError
+
+    if "graph" in payload:
+        from potatura.module_codec import decode_module
+
+        return decode_module(payload["graph"], source)
+    spec = payload.get("spec")
+    if not isinstance(spec, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise DataError(f"{source}: the model file holds neither a zoo spec with weights nor a graph")
+    model = build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("options", {}))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise DataError(f"{source}: weights do not fit model {spec['name']!r}: {str(exc).splitlines()[0]}") from None
+    return model
 
 
 def load_model_file(path) -> tuple[nn.Module, dict]:
     """Read a model file written by save_model_file; return (model in eval mode, payload)."""
     from potatura.artifacts import load_payload
 
-    payload = load_payload(path, "potatura-model/1", "model file")
-    if "module" in payload:
-        model = payload["module"]
-    else:
-        spec = payload["spec"]
-        model = build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("options", {}))
-        model.load_state_dict(payload["state_dict"])
+    payload = load_payload(path, _READABLE_FORMATS, "model file")
+    model = model_from_payload(payload, str(path))
     model.eval()
     return model, payload

@@ -24,7 +24,7 @@ from torch import nn
 
 from potatura.artifacts import atomic_path, load_payload, save_torch, write_json
 from potatura.errors import DataError
-from potatura.flow import Progress
+from potatura.progress import Progress
 from potatura.quant.calibrate import calibrate_activations, correct_biases, fine_tune, weight_masks
 from potatura.quant.config import QuantConfig
 from potatura.quant.convert import BrevitasConversion, to_brevitas
@@ -34,7 +34,7 @@ from potatura.quant.hardware import hardware_problems
 from potatura.quant.reference import ReferenceCheck, compare, execute_qonnx, run_torch
 from potatura.train.loop import evaluate
 
-BREVITAS_FORMAT = "potatura-brevitas/1"
+BREVITAS_FORMAT = "potatura-brevitas/2"  # /1 held a pickled module: refused when read
 QUANT_FORMAT = "potatura-quant/1"
 FILES = {"qonnx": "model.qonnx.onnx", "quant_json": "quant.json", "golden": "golden.npz",
          "brevitas_model": "brevitas.pt", "summary": "summary.json"}
@@ -55,8 +55,12 @@ class QuantOutcome:
 
 def save_brevitas_model(path: Path, float_model: nn.Module, model: nn.Module, cfg: QuantConfig,
                         input_shape: tuple[int, ...]) -> Path:
-    payload = {"format": BREVITAS_FORMAT, "float_model": float_model, "quant_config": cfg.model_dump(mode="json"),
-               "input_shape": list(input_shape), "state_dict": model.state_dict()}
+    from potatura.module_codec import encode_module
+
+    # The float model as a graph description (plain data, no pickled module: read with weights_only=True).
+    payload = {"format": BREVITAS_FORMAT, "float_model": encode_module(float_model),
+               "quant_config": cfg.model_dump(mode="json"), "input_shape": list(input_shape),
+               "state_dict": model.state_dict()}
     return save_torch(path, payload)
 
 
@@ -64,8 +68,11 @@ def load_brevitas_model(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild a Brevitas model written by quantize(); return (model in eval mode, payload)."""
     from brevitas.graph.calibrate import load_quant_model_mode
 
+    from potatura.module_codec import decode_module
+
     payload = load_payload(path, BREVITAS_FORMAT, "Brevitas model file")
-    model = to_brevitas(payload["float_model"], QuantConfig.model_validate(payload["quant_config"])).model
+    float_model = decode_module(payload["float_model"], str(path))
+    model = to_brevitas(float_model, QuantConfig.model_validate(payload["quant_config"])).model
     state = payload["state_dict"]
     modules = dict(model.named_modules())
     for key, value in state.items():  # bias correction may have given a bias-free layer a bias

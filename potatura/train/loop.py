@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from potatura.artifacts import load_torch, save_torch
+from potatura.artifacts import read_torch, save_torch
 
 CHECKPOINT = "last.pt"
 
@@ -147,7 +147,7 @@ class TrainLoop:
             "history": self.history,
             "hooks": [h.state_dict() for h in self.hooks],
             "stop": self.stop,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -164,7 +164,7 @@ class TrainLoop:
         self.epoch = int(state["epoch"])
         self.stop = bool(state.get("stop", False))
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        np.random.set_state(_numpy_rng_from(state["rng"]["numpy"]))
         random.setstate(state["rng"]["python"])
 
     def _checkpoint_path(self) -> Optional[Path]:
@@ -173,7 +173,8 @@ class TrainLoop:
     def try_resume(self) -> int:
         path = self._checkpoint_path()
         if path is not None and path.is_file():
-            self.load_state_dict(load_torch(path))
+            # numpy_arrays: checkpoints of older versions hold numpy's RNG state as an array.
+            self.load_state_dict(read_torch(path, "training checkpoint", numpy_arrays=True))
             self.log.info("resumed training from %s after epoch %d", path, self.epoch)
             return self.epoch
         return 0
@@ -265,6 +266,18 @@ class TrainLoop:
             )
             if self.on_epoch:
                 self.on_epoch(metrics)
+
+
+def _numpy_rng_state() -> list:
+    """numpy's global RNG state as plain data and a tensor (a checkpoint holds no numpy objects)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_rng_from(state) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    return (name, keys.astype(np.uint32), int(pos), int(has_gauss), float(cached))
 
 
 def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
