@@ -80,7 +80,7 @@ def goal_check(results: list[TargetResult]) -> list[dict]:
             rows.append({"target": r.name, "check": f"below the fastest CPU batch-1 latency ({cpu.name}, measured)",
                          "value_s": s, "reference_s": cpu.single_stream.p50_s, "met": s < cpu.single_stream.p50_s})
         rows.append({"target": r.name, "check": ">= 10x below the unpruned accelerator", "value_s": s, "met": None,
-                     "why": "not evaluated in a run: the run builds only the pruned model's accelerator "
+                     "why": "a run builds only the pruned model's accelerator "
                             "(scripts/bench_hwgen.py compares dense and pruned)"})
     if not rows:
         rows.append({"target": "FPGA", "check": "<= 20 us per image; below the fastest CPU", "met": None,
@@ -117,6 +117,24 @@ def accuracy_rows(run_dir: Path) -> list[dict]:
                          "split": f"agreement with QONNX ({csim['samples']} golden)",
                          "accuracy": csim.get("argmax_agreement"), "how": "simulated",
                          "note": f"{csim['exact_matches']}/{csim['samples']} bit-exact"})
+    for path in sorted((run_dir / "sim").glob("*/*/report.json")):
+        outputs = (_json(path) or {}).get("outputs") or {}
+        if outputs.get("checked") and outputs.get("samples"):
+            rows.append({"stage": "sim", "model": f"{path.parent.parent.name}/{path.parent.name} potatura simulator",
+                         "split": f"agreement with {outputs.get('against', 'golden')} ({outputs['samples']})",
+                         "accuracy": outputs["exact_matches"] / outputs["samples"], "how": "simulated",
+                         "note": f"{outputs['exact_matches']}/{outputs['samples']} bit-exact"})
+    for path in sorted((run_dir / "deploy").glob("*/*.result.json")):
+        result = _json(path) or {}
+        golden = result.get("golden") or {}
+        if golden.get("samples"):
+            device = (result.get("agent") or {}).get("device", result.get("target"))
+            rows.append({"stage": "deploy", "model": f"{result.get('board')}/{result.get('backend')} on the "
+                                                     f"{'emulated board' if device == 'emulated' else 'board'}",
+                         "split": f"golden codes ({golden['samples']})",
+                         "accuracy": golden["exact"] / golden["samples"],
+                         "how": "emulated" if device == "emulated" else "measured",
+                         "note": f"{golden['exact']}/{golden['samples']} bit-exact"})
     return rows
 
 
@@ -283,7 +301,7 @@ def plot_accuracy(rows: list[dict]) -> Optional[str]:
     ax = fig.add_subplot()
     labels = [f"{r['stage']}: {r['model']} ({r['split']})" for r in rows]
     ax.barh(range(len(rows)), [100 * r["accuracy"] for r in rows],
-            color=["#2ca02c" if r["how"] == "simulated" else "#1f77b4" for r in rows])
+            color=[KIND_COLORS.get(r["how"], "#1f77b4") for r in rows])
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     low = min(100 * r["accuracy"] for r in rows)
@@ -398,7 +416,11 @@ def _e(value: Any) -> str:
 
 
 def _us(seconds: Optional[float]) -> str:
-    return "-" if seconds is None else f"{seconds * 1e6:,.1f}"
+    """Microseconds: two decimals below 10 us (FPGA figures), one above."""
+    if seconds is None:
+        return "-"
+    us = seconds * 1e6
+    return f"{us:,.2f}" if us < 10 else f"{us:,.1f}"
 
 
 def _num(value: Any) -> str:
@@ -537,7 +559,7 @@ def render_html(data: dict) -> str:
     if data["cycles"]:
         for entry in data["cycles"]:
             rep = entry["report"]
-            parts.append(f"<h3>{_e(entry['source'])}</h3><p class=\"note\">simulated: latency "
+            parts.append(f"<h3>{_e(entry['source'])}</h3><p class=\"note\">simulated, batch {_num(rep.get('batch'))}: latency "
                          f"{_num(rep.get('latency_cycles'))} cycles, interval {_num(rep.get('interval_cycles'))} "
                          f"cycles at {_num(rep.get('clock_mhz'))} MHz</p>")
             parts.append(_img(plot_cycles(rep), f"cycles per layer, {entry['source']}"))

@@ -377,11 +377,11 @@ def deploy_benchmarks(run_dir: Path) -> list[tuple[Path, dict]]:
 
 
 def deploy_bundles(run_dir: Path) -> list[Path]:
-    """Bundle folders of the run's deploy stage (deploy/<board>/ holding a manifest.json)."""
+    """Bundle folders of the run's deploy stage (deploy/<board>/<backend>/ holding a manifest.json)."""
     deploy = run_dir / "deploy"
     if not deploy.is_dir():
         return []
-    return sorted(p for p in deploy.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
+    return sorted(p.parent for p in deploy.rglob("manifest.json"))
 
 
 def _module_available(name: str, attribute: Optional[str] = None) -> Optional[str]:
@@ -493,7 +493,8 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
         mine = [(p, a) for p, a in reported if (a.get("device") == "emulated") == (family == "emulated")]
         if mine:
             for path, answer in mine:
-                where = path.parent.name if path.parent != run_dir / "deploy" else path.stem
+                # deploy/<board>/<backend>.result.json -> "<board>/<backend>"
+                where = str(path.relative_to(run_dir / "deploy")).split(".")[0]
                 targets.append(ReportedBoardTarget(f"fpga {where} {'emulated' if family == 'emulated' else 'board'}",
                                                    path, answer))
             continue
@@ -510,9 +511,11 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
         else:
             for bundle in bundles:
                 if family == "emulated":
-                    targets.append(BoardTarget(f"fpga {bundle.name} emulated", bundle, "emulated"))
+                    where = str(bundle.relative_to(run_dir / "deploy"))
+                    targets.append(BoardTarget(f"fpga {where} emulated", bundle, "emulated"))
                 else:
                     url = url if "://" in url else f"http://{url}"
-                    targets.append(BoardTarget(f"fpga {bundle.name} board", bundle, "measured", url,
+                    where = str(bundle.relative_to(run_dir / "deploy"))
+                    targets.append(BoardTarget(f"fpga {where} board", bundle, "measured", url,
                                                os.environ.get(cfg.token_env)))
     return targets, skipped, exports

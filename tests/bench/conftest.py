@@ -1,5 +1,6 @@
 """A run directory with the bench stage: a copy of hwgen's session run (train -> simplify -> quant ->
-hwgen on digits, tests/hwgen/conftest.py) plus the bench stage with a short protocol."""
+hwgen on digits, tests/hwgen/conftest.py) plus the sim and deploy stages (emulated board) and the bench
+stage with a short protocol."""
 
 import shutil
 
@@ -16,10 +17,14 @@ def bench_run(cnn_flow, tmp_path_factory):  # noqa: F811
     from potatura.config import load_config
     from potatura.flow import run_flow
 
+    from potatura.flow import available_stages
+
     source, _ = cnn_flow
     runs = tmp_path_factory.mktemp("bench-runs")
     shutil.copytree(source, runs / source.name)
-    cfg = load_config(None, dict(CNN_FLOW, runs_dir=str(runs), stages=CNN_FLOW["stages"] + ["bench"], bench=BENCH))
-    outcomes = {o.name: o for o in run_flow(cfg, show_progress=False)}
-    assert [n for n, o in outcomes.items() if o.status == "done"] == ["bench"]  # upstream reused, not rerun
+    later = [s for s in ("sim", "deploy") if s in available_stages()]
+    cfg = load_config(None, dict(CNN_FLOW, runs_dir=str(runs), stages=CNN_FLOW["stages"] + later + ["bench"],
+                                 bench=BENCH))
+    outcomes = {o.name: o.status for o in run_flow(cfg, show_progress=False)}
+    assert {n for n, status in outcomes.items() if status == "skipped"} == set(CNN_FLOW["stages"])  # reused
     return cfg.run_dir(), cfg

@@ -154,3 +154,19 @@ def test_board_answers_become_hardware_and_end_to_end_results():
         board_results("b", "d", "emulated", {"device": "emulated", "rows": [{"batch": 1}]})
     with pytest.raises(DataError, match="has no 'rows'"):
         board_results("b", "d", "emulated", {"error": "x"})
+
+
+def test_board_benchmarks_saved_by_the_deploy_stage_are_read_not_rerun(tmp_path):
+    from potatura.artifacts import write_json
+    from potatura.bench.targets import ReportedBoardTarget, deploy_benchmarks
+
+    answer = {"device": "emulated", "hardware_source": "emulated", "rows": [_agent_row(1, 3e-6, 2e-3)]}
+    write_json(tmp_path / "deploy" / "pynq-z2" / "benchmark.json", answer)
+    write_json(tmp_path / "deploy" / "pynq-z2" / "validate.json", {"samples": 64, "exact": True})
+    write_json(tmp_path / "deploy" / "zcu104" / "report.json", {"benchmark": dict(answer, device="pynq")})
+    found = deploy_benchmarks(tmp_path)
+    assert [(p.parent.name, a["device"]) for p, a in found] == [("pynq-z2", "emulated"), ("zcu104", "pynq")]
+    target = ReportedBoardTarget("fpga pynq-z2 emulated", *found[0])
+    hw, e2e = target.measure([1], iterations=1, warmup=0)
+    assert (hw.kind, hw.single_stream.p50_s, e2e.single_stream.p50_s) == ("emulated", 3e-6, 2e-3)
+    assert ReportedBoardTarget("b", *found[1]).kind == "measured"

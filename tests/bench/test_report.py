@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from potatura.artifacts import read_json
 from potatura.bench.report import collect, load_latency, write_report
+from potatura.flow import available_stages
 
 SECTIONS = ("summary", "accuracy", "layers", "resources", "latency", "cycles", "training")
 CPU_TARGETS = {"torch float", "torch simplified", "torch fake-quant", "onnxruntime float 1t",
@@ -24,10 +25,11 @@ def test_latency_json_labels_every_figure_and_records_the_protocol(bench_run):
     assert CPU_TARGETS <= names
     for r in data["results"]:
         assert r["kind"] in ("measured", "emulated", "simulated")
-        assert [p["batch"] for p in r["points"]] == [1, 8]
+        if r["device"] != "fpga" or r["kind"] == "simulated":  # the deploy stage chose its own batch sizes
+            assert [p["batch"] for p in r["points"]] == [1, 8]
         for p in r["points"]:
             assert 0 < p["min_s"] <= p["p50_s"] <= p["p90_s"] <= p["p99_s"] <= p["max_s"]
-            assert 1 <= p["runs"] <= 20
+            assert 1 <= p["runs"] <= max(20, cfg.deploy.iterations)
         if r["device"] == "cpu":
             assert r["kind"] == "measured"
             assert r["threads"] == (1 if r["name"].endswith("1t") or r["name"].startswith("torch") else r["threads"])
@@ -43,6 +45,36 @@ def test_latency_json_labels_every_figure_and_records_the_protocol(bench_run):
     if not torch.cuda.is_available():
         assert skipped["cuda"].startswith("no GPU")
     assert "measured" in skipped  # no board agent here: said, not faked
+
+
+@pytest.mark.skipif("sim" not in available_stages(), reason="the sim stage has not landed")
+def test_simulated_and_emulated_figures_come_from_the_simulator_and_the_deploy_stage(bench_run):
+    run_dir, _ = bench_run
+    latency = load_latency(run_dir)
+    by_name = {r.name: r for r in latency["results"]}
+    sim = by_name["fpga pynq-z2/hls4ml simulated"]
+    sim_report = read_json(run_dir / "sim" / "pynq-z2" / "hls4ml" / "report.json")["cycles"]
+    cycles = sim.details["cycles"]
+    assert (sim.kind, sim.device, sim.threads) == ("simulated", "fpga", None)
+    assert cycles["latency_cycles"] == sim_report["latency_cycles"]
+    assert sim.single_stream.p50_s == pytest.approx(cycles["latency_cycles"] / (cycles["clock_mhz"] * 1e6))
+    assert sim.single_stream.runs == 1  # computed once, not timed
+    assert sim.point(8).p50_s > sim.single_stream.p50_s
+    emulated = [r for r in latency["results"] if r.kind == "emulated"]
+    assert {r.name for r in emulated} == {"fpga pynq-z2/hls4ml emulated hardware-only",
+                                          "fpga pynq-z2/hls4ml emulated end-to-end"}
+    deploy = read_json(run_dir / "deploy" / "pynq-z2" / "hls4ml.result.json")["benchmark"]
+    hw = by_name["fpga pynq-z2/hls4ml emulated hardware-only"]
+    assert hw.single_stream.p50_s == deploy["rows"][0]["hardware_s"]["p50"]
+    # the emulated board's hardware time is the simulator's cycles on its virtual clock
+    assert hw.single_stream.p50_s == pytest.approx(sim.single_stream.p50_s)
+    html = (run_dir / "bench" / "report.html").read_text()
+    assert "sim stage: sim/pynq-z2/hls4ml/report.json" in html
+    for layer in sim_report["per_layer"]:
+        assert f"<td>{layer['name']}</td>" in html
+    goal = collect(run_dir)["goal"]
+    first = goal[0]
+    assert first["check"] == "<= 20 us per image (simulated)" and first["met"] == (sim.single_stream.p50_s <= 20e-6)
 
 
 def test_report_holds_every_section_with_the_run_numbers(bench_run):
@@ -114,3 +146,24 @@ def test_headline_names_the_fastest_cpu_and_the_report(bench_run):
     assert f"fastest CPU batch 1: {data['fastest_cpu_batch1']['name']}" in line
     assert "(1 thread(s), measured)" in line and str(run_dir / "bench" / "report.html") in line
     assert json.dumps(data)  # plain JSON (no NaN from a missing spread)
+
+
+def test_bench_command_measures_the_chosen_targets_and_prints_the_table(bench_run, tmp_path):
+    import shutil
+
+    from potatura.cli import app
+    from potatura.config import dump_config
+
+    run_dir, cfg = bench_run
+    shutil.copytree(run_dir, tmp_path / run_dir.name)
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(dump_config(cfg.model_copy(update={"runs_dir": tmp_path})))
+    result = CliRunner().invoke(app, ["bench", str(flow), "--set", "bench.targets=[torch]",
+                                      "--set", "bench.batch_sizes=[1]", "--set", "bench.threads=2"])
+    assert result.exit_code == 0, result.output
+    data = read_json(tmp_path / run_dir.name / "bench" / "latency.json")
+    assert [r["name"] for r in data["results"]] == ["torch float", "torch simplified", "torch fake-quant"]
+    assert all(r["threads"] == 2 and [p["batch"] for p in r["points"]] == [1] for r in data["results"])
+    assert data["protocol"]["threads"] == 2
+    assert "latency, batch 1 (threads 2" in result.output and "torch fake-quant" in result.output
+    assert "bench: fastest CPU batch 1: torch" in result.output
