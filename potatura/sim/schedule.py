@@ -234,8 +234,8 @@ class Network:
                         busy = t.ii
                     prog.append(Step(busy, t.latency, (f_in,), (f_out,) if emits else ()))
             ii = t.ii if not resource else t.latency + 1
-            self._add(layer.name, op.value, prog, layer.name, ii, _unstalled_latency(prog),
-                      reuse_factor=t.reuse_factor, strategy=t.strategy)
+            info = {"reuse_factor": t.reuse_factor, "strategy": t.strategy} if op == Op.CONV2D else {}
+            self._add(layer.name, op.value, prog, layer.name, ii, _unstalled_latency(prog), **info)
         elif op == Op.DENSE:
             t = matvec_timing(layer, choice)
             n_in_tok = self.fifos[ins[0]].tokens_per_sample

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from potatura.sim.api import load_project
 
@@ -44,7 +45,7 @@ def _accelerator_inputs(x_nchw, acc):
 
 def test_lenet5_io_stream_matches_csim(cnn_flow):
     """The demo's LeNet-5 (pruned, simplified, 8 bits) as hwgen built it: io_stream, the fitter's RFs."""
-    from tests.sim.csim import csim_predict
+    from potatura.sim.csim import csim_predict
 
     run_dir, outcomes = cnn_flow
     project = next(Path(p) for k, p in outcomes["hwgen"].outputs.items() if k.startswith("pynq-z2"))
@@ -90,3 +91,38 @@ def test_doubling_reuse_factors_of_the_lenet5(cnn_flow):
         if m1.op == "conv2d" and m1.info.get("strategy") == "latency":
             assert m2.ii == 2 * m1.ii  # II per input pixel = RF
             assert _busy(m2) - _busy(m1) == m1.trip_count * m1.ii
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,io_type,strategy,reuse_factor", [
+    ("mlp", "io_stream", "latency", 2),
+    ("cnn", "io_parallel", "latency", 2),
+])
+def test_other_io_types_and_reuse_factors_match_csim(model, io_type, strategy, reuse_factor, mlp_quant, cnn_flow,
+                                                     tmp_path):
+    """One more project each (compiled here): the MLP streamed, the LeNet-5 in io_parallel, RF 2."""
+    from potatura.boards.catalog import get_board
+    from potatura.hwgen.hls4ml.lowering import read_network
+    from potatura.hwgen.hls4ml.project import generate_project
+    from potatura.hwgen.stage import load_golden, qonnx_reference
+    from potatura.sim.csim import csim_predict
+
+    if model == "mlp":
+        qonnx, golden = mlp_quant.paths["qonnx"], mlp_quant.paths["golden"]
+    else:
+        run_dir, outcomes = cnn_flow
+        qonnx = run_dir / outcomes["quant"].outputs["qonnx"]
+        golden = run_dir / outcomes["quant"].outputs["golden"]
+    net = read_network(qonnx)
+    x, _ = load_golden(golden)
+    x = x[:100]
+    result = generate_project(net, get_board("pynq-z2"), tmp_path / "pynq-z2" / "hls4ml", io_type=io_type,
+                              strategy=strategy, reuse_factor=reuse_factor, x_nchw=x,
+                              reference=qonnx_reference(qonnx, x))
+    acc = load_project(result.out_dir)
+    assert acc.network.io_type == io_type
+    assert any(c.get("reuse_factor") == reuse_factor for c in acc.design.layer_choices.values())
+    y = acc.decode(acc.run(acc.encode(x))).reshape(len(x), -1)
+    csim = csim_predict(result.out_dir, _accelerator_inputs(x, acc), int(np.prod(acc.output_shape)))
+    assert np.unique(y).size > 10
+    assert np.array_equal(y, csim)

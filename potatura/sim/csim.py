@@ -1,20 +1,27 @@
-"""Run a hwgen project's compiled hls4ml C simulation (firmware/<project>-*.so) through ctypes, sample by sample.
+"""The reference the simulator is checked against: a hwgen project's hls4ml C simulation, through ctypes.
 
-The library is the one hwgen compiled (hls4ml's build_lib.sh: g++ with the ap_types headers); its
-<project>_double(in, out) entry point is what hls4ml's predict() calls.
+The library is the one hls4ml's build_lib.sh compiles (g++ with the ap_types headers) into
+project/firmware/<project>-<stamp>.so; its <project>_double(in, out) entry point is what hls4ml's
+predict() calls, one sample per call. Used by the tests and scripts/bench_sim.py.
 """
 
+from __future__ import annotations
+
 import ctypes
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
+
+from potatura.errors import DataError
 
 
 def csim_library(project_dir: Path, project_name: str = "potatura_accel") -> Path:
     libs = sorted((Path(project_dir) / "project" / "firmware").glob(f"{project_name}-*.so"),
                   key=lambda p: p.stat().st_mtime)
     if not libs:
-        raise FileNotFoundError(f"{project_dir}: no compiled C simulation (firmware/{project_name}-*.so)")
+        raise DataError(f"{project_dir}: no compiled C simulation (project/firmware/{project_name}-*.so)")
     return libs[-1]
 
 
@@ -33,3 +40,13 @@ def csim_predict(project_dir: Path, x: np.ndarray, n_out: int, project_name: str
         fn(row.ctypes.data_as(ptr), out.ctypes.data_as(ptr))
         y[i] = out
     return y
+
+
+def compile_csim(project_dir: Path) -> float:
+    """Rebuild the C simulation library with the project's build_lib.sh (g++); return the seconds it took."""
+    project = Path(project_dir) / "project"
+    t0 = time.perf_counter()
+    proc = subprocess.run(["bash", "build_lib.sh"], cwd=project, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DataError(f"{project}/build_lib.sh failed: {proc.stderr[-500:]}")
+    return time.perf_counter() - t0
