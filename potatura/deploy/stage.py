@@ -2,13 +2,13 @@
 or a real board's agent, golden set checked and benchmarked.
 
 Reads hwgen's projects (hwgen/index.json when present, else its report.json), quant's golden.npz,
-and the sim stage's outputs when that stage exists. Writes deploy/<board>/<backend>/ (the bundle),
+and notes the sim stage's report when that stage ran (the bundle's cycle report comes from the same
+simulator, asked directly, so deploy does not need the sim stage). Writes deploy/<board>/<backend>/ (the bundle),
 deploy/<board>/<backend>.result.json (golden check + benchmark), report.json and report.md.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Optional
@@ -148,6 +148,8 @@ def _markdown(report: dict) -> str:
 def run(ctx: StageContext) -> dict:
     hwgen_dir = ctx.run_dir / "hwgen"
     projects = hwgen_projects(hwgen_dir)
+    if (ctx.run_dir / "sim").is_dir():
+        ctx.log.info("deploy: the sim stage's report is in %s", ctx.run_dir / "sim")
     return run_deploy(ctx.config.deploy, projects, ctx.input("quant", "golden"), ctx.out_dir, ctx.log,
                       model_name=getattr(ctx.config, "name", None))
 
@@ -159,13 +161,11 @@ def headline(stage_dir: Path) -> Optional[str]:
     return "; ".join(_line(r) for r in read_json(path)["results"])
 
 
-_SIM = importlib.util.find_spec("potatura.sim.stage") is not None
-
 STAGE = Stage(
     name="deploy",
     run=run,
     config_sections=("deploy",),
-    needs=("quant", "hwgen") + (("sim",) if _SIM else ()),
+    needs=("quant", "hwgen"),  # sim is optional: the bundle asks the simulator itself (one timing model)
     description="PYNQ bundles per board, deployed to the emulated board (or a board's agent), golden set checked "
                 "bit-exact, benchmarked",
     headline=headline,
