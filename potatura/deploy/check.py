@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from potatura.deploy.client import BoardClient
-from potatura.deploy.errors import DeployError
+from potatura.deploy.client import BoardClient, wait_ready
+from potatura.deploy.errors import DeadlineError, DeployError, LinkError
 
 
 @dataclass
@@ -27,10 +27,14 @@ class Step:
 
 
 def run_check(client: BoardClient, bundle_dir, batch_sizes=(1, 8, 32), iterations: int = 10, warmup: int = 2,
-              soak_seconds: float = 10.0, soak_max_runs: int = 1000) -> list[Step]:
+              soak_seconds: float = 10.0, soak_max_runs: int = 1000, recover=None) -> list[Step]:
     """deploy -> golden (bit-exact or the manifest's tolerance) -> throughput -> soak (golden repeated for
     at most soak_seconds / soak_max_runs). A failed step is recorded and the later ones still run
-    when they can (a failed deploy ends the check)."""
+    when they can (a failed deploy ends the check).
+
+    recover: called after a step hangs (DeadlineError) or loses the link (LinkError), e.g. a labgrid
+    power cycle (potatura.deploy.lab); the step then runs once more and says it was recovered.
+    """
     steps: list[Step] = []
 
     def step(name: str, fn):
@@ -38,6 +42,21 @@ def run_check(client: BoardClient, bundle_dir, batch_sizes=(1, 8, 32), iteration
         try:
             detail, data = fn()
             steps.append(Step(name, True, time.perf_counter() - t0, detail, data=data))
+            return True
+        except (DeadlineError, LinkError) as exc:
+            if recover is None:
+                steps.append(Step(name, False, time.perf_counter() - t0, "failed", f"{exc.kind}: {exc}"))
+                return False
+            recover()
+            wait_ready(client, timeout_s=client.timeout_s)
+            try:
+                detail, data = fn()
+            except DeployError as again:
+                steps.append(Step(name, False, time.perf_counter() - t0, "failed after recovery",
+                                  f"{exc.kind}, then after recovery {again.kind}: {again}"))
+                return False
+            steps.append(Step(name, True, time.perf_counter() - t0, f"{detail} (recovered after {exc.kind})",
+                              data=dict(data, recovered_from=exc.kind)))
             return True
         except DeployError as exc:
             steps.append(Step(name, False, time.perf_counter() - t0, "failed", f"{exc.kind}: {exc}"))

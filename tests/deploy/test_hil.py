@@ -282,3 +282,18 @@ def test_the_bundles_agent_package_runs_on_its_own(bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     module_file, board = proc.stdout.split()
     assert Path(module_file).is_relative_to(bundle / "agent") and board == "pynq-z2"
+
+
+def test_hil_check_recovers_a_hang_through_its_recover_callback(agent, bundle):
+    """The recovery path a labgrid power cycle plugs into: a hang, recover(), the step again."""
+    from potatura.deploy.check import run_check
+
+    calls = []
+    agent.inject(hang={"times": 1})
+    short = BoardClient(agent.url, agent.token, timeout_s=3)
+    steps = run_check(short, bundle, batch_sizes=(1,), iterations=1, warmup=0, soak_seconds=1, soak_max_runs=1,
+                      recover=lambda: calls.append("power cycle"))
+    assert calls == ["power cycle"]
+    golden = steps[1]
+    assert golden.passed and golden.data["recovered_from"] == "AcceleratorHangError"
+    assert all(s.passed for s in steps)
