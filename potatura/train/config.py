@@ -50,6 +50,10 @@ class TrainConfig(StrictModel):
     sensitivity: Literal["bounded", "full", "local", "neuron-lobster"] = Field(
         "bounded", description="SeReNe neuron sensitivity: bounded (one extra backward), full (one backward "
         "per class), local (sign of the mean post-synaptic potential), neuron-lobster (EMA of dL/dz)")
+    bn_sensitivity: Literal["per-sample", "batch"] = Field(
+        "per-sample", description="SeReNe bounded/full on models with BatchNorm: per-sample (the paper: "
+        "dy_b/dz_b with the batch statistics held fixed, one extra forward per step) or batch (the derivative "
+        "through the batch statistics, cross-sample terms included; potatura <= 0.1)")
     lmbda: float = Field(1e-2, description="regularization strength lambda: each step shrinks a weight by "
                          "lambda * insensitivity * weight (not scaled by the learning rate)")
     twt: float = Field(0.3, description="threshold worsening tolerance: a pruning threshold may raise the "

@@ -44,7 +44,8 @@ def build_pruning(cfg: TrainConfig, model: nn.Module, input_shape: tuple[int, ..
         setup.hooks.append(setup.neq)
     if cfg.method in ("serene", "lobster"):
         if cfg.method == "serene":
-            regularizer = SereneRegularizer(model, cfg.lmbda, cfg.sensitivity, head=head)
+            regularizer = SereneRegularizer(model, cfg.lmbda, cfg.sensitivity, head=head,
+                                            bn_sensitivity=cfg.bn_sensitivity)
             threshold_params = weight_parameters(model)
         else:
             regularizer = LobsterRegularizer(model, cfg.lmbda)
