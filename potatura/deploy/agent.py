@@ -234,10 +234,11 @@ class AgentCore:
                     e2e.append(timing["end_to_end_s"])
                     if "hardware_cycles" in timing:
                         cycles.append(timing["hardware_cycles"])
+            hw_stats, e2e_stats = percentiles(hw), percentiles(e2e)
             row = {"batch": batch, "iterations": iterations, "warmup": warmup,
-                   "hardware_s": percentiles(hw), "end_to_end_s": percentiles(e2e),
-                   "hardware_throughput_per_s": batch / percentiles(hw)["p50"] if percentiles(hw)["p50"] > 0 else None,
-                   "end_to_end_throughput_per_s": batch / percentiles(e2e)["p50"]}
+                   "hardware_s": hw_stats, "end_to_end_s": e2e_stats,
+                   "hardware_throughput_per_s": batch / hw_stats["p50"] if hw_stats["p50"] > 0 else None,
+                   "end_to_end_throughput_per_s": batch / e2e_stats["p50"]}
             if cycles:
                 row["hardware_cycles"] = sorted(set(int(c) for c in cycles))
             rows.append(row)

@@ -16,7 +16,6 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -142,7 +141,3 @@ def wait_ready(client: BoardClient, timeout_s: float = 30.0) -> dict:
             if time.monotonic() > end:
                 raise
             time.sleep(0.1)
-
-
-def bundle_path(bundle_dir) -> Path:
-    return Path(bundle_dir)

@@ -21,7 +21,7 @@ corrupt_upload are applied by the agent to its responses and uploads.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
