@@ -4,8 +4,8 @@
     b_f = gamma (b - mean) / sqrt(var + eps) + beta
 
 A BatchNorm is folded only when its producer is a Conv2d (BatchNorm2d) or Linear (BatchNorm1d
-on [N, F]) whose output feeds nothing else; any other BatchNorm stays a per-channel layer and
-is sliced with its channels.
+on [N, F]) whose output feeds nothing else and folding does not add parameters; any other
+BatchNorm stays a per-channel layer and is sliced with its channels.
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ def _folded_layer(layer: nn.Module, bn: nn.Module) -> nn.Module:
     return out.train(False)
 
 
-def fold_batchnorm(gm: fx.GraphModule) -> list[tuple[str, str]]:
+def fold_batchnorm(gm: fx.GraphModule, keep_whole: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """Fold every foldable BatchNorm of `gm` in place; return the (layer, batchnorm) pairs folded.
 
-    Call on a float64 copy: the folded weights are then exact to float64 rounding.
+    Call on a float64 copy: the folded weights are then exact to float64 rounding. Not folded:
+    a BatchNorm after a layer in `keep_whole` (tied weights stay tied), and a BatchNorm without
+    affine parameters after a layer without bias (folding would add a bias: more parameters).
     """
     folded: list[tuple[str, str]] = []
     for node in list(gm.graph.nodes):
@@ -64,7 +66,9 @@ def fold_batchnorm(gm: fx.GraphModule) -> list[tuple[str, str]]:
         meta = producer.meta.get("tensor_meta")
         pairs = (type(layer) is nn.Conv2d and type(bn) is nn.BatchNorm2d) or \
                 (type(layer) is nn.Linear and type(bn) is nn.BatchNorm1d and meta is not None and len(meta.shape) == 2)
-        if not pairs or bn.num_features != layer.weight.shape[0]:
+        if not pairs or bn.num_features != layer.weight.shape[0] or str(producer.target) in keep_whole:
+            continue
+        if layer.bias is None and not any(True for _ in bn.parameters()):
             continue
         gm.add_submodule(producer.target, _folded_layer(layer, bn))
         node.replace_all_uses_with(producer)

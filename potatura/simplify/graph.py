@@ -204,8 +204,32 @@ def _refuse_unknown_parametric(node: fx.Node, module: nn.Module) -> None:
             "parameter-free layers pass through")
 
 
-def classify(gm: fx.GraphModule, node: fx.Node) -> NodeOp:
-    """The operator class of `node`; raises UnsupportedError for layers with unknown parameters."""
+def layers_sharing_parameters(gm: fx.GraphModule) -> dict[str, str]:
+    """Called layers whose parameter (same storage) another layer also holds: {layer: the other layer}.
+
+    Tied weights: slicing each layer on its own would make two copies of one tensor, so these
+    layers are kept whole (not sliced, no BatchNorm folded into them) and stay tied.
+    """
+    owner: dict[int, str] = {}
+    shared: dict[str, str] = {}
+    called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+    for name, module in gm.named_modules(remove_duplicate=False):
+        for p in module.parameters(recurse=False):
+            if p.numel() == 0:
+                continue
+            first = owner.setdefault(p.untyped_storage().data_ptr(), name)
+            if first != name:
+                for a, b in ((name, first), (first, name)):
+                    if a in called:
+                        shared.setdefault(a, b)
+    return shared
+
+
+def classify(gm: fx.GraphModule, node: fx.Node, keep_whole: frozenset[str] = frozenset()) -> NodeOp:
+    """The operator class of `node`; raises UnsupportedError for layers with unknown parameters.
+
+    keep_whole: names of layers analysed as OPAQUE (kept whole): layers sharing parameters.
+    """
     if node.op == "placeholder":
         return NodeOp(OpClass.PLACEHOLDER)
     if node.op == "output":
@@ -217,6 +241,8 @@ def classify(gm: fx.GraphModule, node: fx.Node) -> NodeOp:
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
     if module is not None:
         _refuse_unknown_parametric(node, module)
+        if str(node.target) in keep_whole:
+            return NodeOp(OpClass.OPAQUE, tuple(inputs), module)
     if not is_channel_tensor(node):
         # Sizes, shapes, tuples, tensors of other ranks: whatever they read is kept whole.
         return NodeOp(OpClass.OPAQUE if module is not None else OpClass.UNTRACKED, tuple(inputs), module)

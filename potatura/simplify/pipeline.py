@@ -13,11 +13,11 @@ from torch import nn
 
 from potatura.errors import UnsupportedError
 from potatura.simplify.fold import fold_batchnorm
-from potatura.simplify.graph import OpClass, check_single_use, propagate_shapes, trace
+from potatura.simplify.graph import OpClass, check_single_use, layers_sharing_parameters, propagate_shapes, trace
 from potatura.simplify.inplace import functionalize
 from potatura.simplify.module import SimplifiedGraphModule, as_simplified
 from potatura.simplify.propagate import analyse
-from potatura.simplify.remove import apply_plan
+from potatura.simplify.remove import apply_plan, keep_constants_instead_of_bias_maps
 from potatura.simplify.report import count_parameters, layer_sizes
 
 BIAS_MAP_NOTE = ("layers listed in bias_map_layers add a per-position bias map [C, H, W] after the convolution "
@@ -42,6 +42,10 @@ def _warn_if_training(model: nn.Module) -> None:
                "call model.eval() first to silence this")
     log.warning(message)
     warnings.warn(message, TrainModeWarning, stacklevel=3)
+
+CONSTANT_CHANNELS_NOTE = ("layers listed in constant_channels_kept keep removed neurons' constant channels (the "
+                          "producer's row and the consumer's columns) where a per-position bias map would cost more "
+                          "parameters, or where bias maps would make the model larger than the masked one")
 
 
 @dataclass
@@ -85,8 +89,11 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     inplace_rewritten = functionalize(gm, work, x64)
     propagate_shapes(gm, x64, known_to_run=True)
     before = layer_sizes(gm)
-    folded = fold_batchnorm(gm)
-    plan = analyse(gm, x64)
+    shared = layers_sharing_parameters(gm)
+    keep_whole = frozenset(shared)
+    folded = fold_batchnorm(gm, keep_whole)
+    plan = analyse(gm, x64, keep_whole)
+    kept_instead = keep_constants_instead_of_bias_maps(plan, count_parameters(model))
     changes = apply_plan(plan, allow_bias_maps=allow_bias_maps)
     propagate_shapes(gm, x64)
     after = layer_sizes(gm)
@@ -140,9 +147,12 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
         "batchnorm_kept": kept_bn,
         "bias_map_layers": bias_maps,
         "bias_map_note": BIAS_MAP_NOTE if bias_maps else None,
+        "constant_channels_kept": kept_instead,
+        "constant_channels_note": CONSTANT_CHANNELS_NOTE if kept_instead else None,
         "residual_adds": residual,
         "concatenations": concats,
         "kept_whole": opaque,
+        "shared_parameters": [{"layer": a, "shares_with": b} for a, b in sorted(shared.items())],
         "inplace_rewritten": inplace_rewritten,
         "seconds": seconds,
         "counted": "parameters_after includes bias map values; MACs count Conv2d/Linear multiply-accumulates "

@@ -92,7 +92,11 @@ class UnionFind:
 
 @dataclass
 class ChannelPlan:
-    """The analysis of one graph: operator classes, tensor facts and the kept units."""
+    """The analysis of one graph: operator classes, tensor facts and the kept units.
+
+    `needed` holds the units read from outside the Conv2d/Linear fixed point (model inputs and
+    outputs, opaque operators, units simplify chose to keep); solve() turns it into `kept`.
+    """
 
     gm: fx.GraphModule
     ops: dict[fx.Node, NodeOp]
@@ -100,9 +104,52 @@ class ChannelPlan:
     kept: np.ndarray  # bool per slot
     groups: np.ndarray  # union-find root per slot
     demoted: list[str] = field(default_factory=list)  # nodes analysed as opaque
+    needed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # bool per slot
+    # (dense conv or linear node, nonzero[out, in_units]): which input units each output row reads
+    mixing: list[tuple[fx.Node, np.ndarray]] = field(default_factory=list)
+
+    cache: dict = field(default_factory=dict)  # remove.py's folded contributions, per kept state
 
     def kept_units(self, node: fx.Node) -> np.ndarray:
         return self.kept[self.infos[node].slots]
+
+    def nonzero(self, node: fx.Node) -> np.ndarray:
+        """bool [out, in_units] of a dense conv or linear node: row j reads unit u (non-zero weights)."""
+        for n, nonzero in self.mixing:
+            if n is node:
+                return nonzero
+        raise KeyError(node.name)
+
+    def _kept_slots(self, needed: np.ndarray) -> np.ndarray:
+        group_needed = np.zeros(len(self.groups), bool)
+        np.logical_or.at(group_needed, self.groups, needed)
+        return group_needed[self.groups]
+
+    def solve(self, needed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(needed, kept) at the fixed point of "a kept output row reads its live inputs through
+        non-zero weights", starting from `needed` (not modified)."""
+        needed = needed.copy()
+        while True:
+            while True:
+                kept = self._kept_slots(needed)
+                before = int(needed.sum())
+                for n, nonzero in self.mixing:
+                    out, src = self.infos[n], self.infos[self.ops[n].inputs[0]]
+                    needed[src.slots] |= nonzero[kept[out.slots]].any(axis=0) & ~src.constant
+                if int(needed.sum()) == before:
+                    break
+            # A layer keeps at least one output and one input unit (a whole layer of dead neurons
+            # becomes one constant channel rather than a zero-width tensor).
+            forced = False
+            for n, _ in self.mixing:
+                out, src = self.infos[n], self.infos[self.ops[n].inputs[0]]
+                for info in (out, src):
+                    if not kept[info.slots].any():
+                        needed[info.offset] = True
+                        kept = self._kept_slots(needed)
+                        forced = True
+            if not forced:
+                return needed, kept
 
 
 def _conv_kind(conv: nn.Conv2d) -> str:
@@ -234,9 +281,12 @@ def _reads_only_batch_size(n: fx.Node) -> bool:
     return False
 
 
-def analyse(gm: fx.GraphModule, example_input: torch.Tensor) -> ChannelPlan:
-    """Analyse a float64 graph (shapes already propagated at batch 1); return the kept units."""
-    ops = {n: classify(gm, n) for n in gm.graph.nodes}
+def analyse(gm: fx.GraphModule, example_input: torch.Tensor, keep_whole: frozenset[str] = frozenset()) -> ChannelPlan:
+    """Analyse a float64 graph (shapes already propagated at batch 1); return the kept units.
+
+    keep_whole: layers kept as they are (OPAQUE: every input and output unit needed).
+    """
+    ops = {n: classify(gm, n, keep_whole) for n in gm.graph.nodes}
     uf = UnionFind()
     interp = _ConstantInterpreter(gm, ops, uf)
     with torch.no_grad():
@@ -266,33 +316,6 @@ def analyse(gm: fx.GraphModule, example_input: torch.Tensor) -> ChannelPlan:
         elif (cls is OpClass.CONV and _conv_kind(op.module) == "dense") or cls is OpClass.LINEAR:
             mixing.append((n, _unit_nonzero(op.module.weight, infos[op.inputs[0]], cls is OpClass.CONV)))
 
-    roots = uf.roots()
-
-    def kept_slots() -> np.ndarray:
-        group_needed = np.zeros(len(roots), bool)
-        np.logical_or.at(group_needed, roots, needed)
-        return group_needed[roots]
-
-    while True:
-        # Fixed point of "a kept output row reads its live inputs through non-zero weights".
-        while True:
-            kept = kept_slots()
-            before = int(needed.sum())
-            for n, nonzero in mixing:
-                out, src = infos[n], infos[ops[n].inputs[0]]
-                needed[src.slots] |= nonzero[kept[out.slots]].any(axis=0) & ~src.constant
-            if int(needed.sum()) == before:
-                break
-        # A layer keeps at least one output and one input unit (a whole layer of dead neurons
-        # becomes one constant channel rather than a zero-width tensor).
-        forced = False
-        for n, _ in mixing:
-            out, src = infos[n], infos[ops[n].inputs[0]]
-            for info in (out, src):
-                if not kept[info.slots].any():
-                    needed[info.offset] = True
-                    kept = kept_slots()
-                    forced = True
-        if not forced:
-            break
-    return ChannelPlan(gm, ops, infos, kept, roots, interp.demoted)
+    plan = ChannelPlan(gm, ops, infos, np.zeros(len(needed), bool), uf.roots(), interp.demoted, needed, mixing)
+    plan.needed, plan.kept = plan.solve(needed)
+    return plan

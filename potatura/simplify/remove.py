@@ -48,20 +48,28 @@ def _index(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.flatnonzero(mask)).long()
 
 
-def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> nn.Conv2d:
+def _kept_bias(layer: nn.Module, bias: torch.Tensor) -> Optional[torch.Tensor]:
+    """The new layer's bias: None when the layer had none and nothing non-zero was folded into it
+    (a zero bias would only add parameters)."""
+    return bias if layer.bias is not None or bool(bias.ne(0).any()) else None
+
+
+def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor], groups: int) -> nn.Conv2d:
     # Built on the meta device: no memory and no random init for weights replaced right away.
     out = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], conv.kernel_size, stride=conv.stride,
-                    padding=conv.padding, dilation=conv.dilation, groups=groups, bias=True,
+                    padding=conv.padding, dilation=conv.dilation, groups=groups, bias=bias is not None,
                     padding_mode=conv.padding_mode, device="meta")
     out.weight = nn.Parameter(weight.detach().clone().contiguous())
-    out.bias = nn.Parameter(bias.detach().clone().contiguous())
+    if bias is not None:
+        out.bias = nn.Parameter(bias.detach().clone().contiguous())
     return out.train(False)
 
 
-def _new_linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    out = nn.Linear(weight.shape[1], weight.shape[0], bias=True, device="meta")
+def _new_linear(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> nn.Linear:
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
     out.weight = nn.Parameter(weight.detach().clone().contiguous())
-    out.bias = nn.Parameter(bias.detach().clone().contiguous())
+    if bias is not None:
+        out.bias = nn.Parameter(bias.detach().clone().contiguous())
     return out.train(False)
 
 
@@ -90,42 +98,188 @@ def _insert_bias_map(gm: fx.GraphModule, node: fx.Node, bias_map: torch.Tensor) 
     return name
 
 
-def _dropped_constants(src: TensorInfo, kept_in: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-    """(unit mask of dropped constant units, the source value with only those units non-zero)."""
+def _take(weight: torch.Tensor, rows: Optional[torch.Tensor], cols: Optional[torch.Tensor]) -> torch.Tensor:
+    """weight[rows][:, cols] in one copy (None: every row/column; no copy at all when both are None)."""
+    if rows is None and cols is None:
+        return weight
+    if rows is None:
+        return weight.index_select(1, cols)
+    if cols is None:
+        return weight.index_select(0, rows)
+    return weight[rows[:, None], cols]
+
+
+def _all_or_index(mask: np.ndarray) -> Optional[torch.Tensor]:
+    return None if mask.all() else _index(mask)
+
+
+def _conv_contribution(plan: ChannelPlan, node: fx.Node) -> tuple[np.ndarray, Optional[torch.Tensor]]:
+    """(dropped constant input units of a dense conv, their exact contribution [R, Ho, Wo] to its kept
+    rows in float64, or None when no constant is dropped). Cached per kept state."""
+    conv = plan.ops[node].module
+    source = plan.ops[node].inputs[0]
+    src = plan.infos[source]
+    kept_in, kept_out = plan.kept_units(source), plan.kept_units(node)
     drop = ~kept_in & src.constant
-    return drop, src.value * src.channel_mask_tensor(drop)
+    key = (node, kept_in.tobytes(), kept_out.tobytes())
+    cached = plan.cache.get(key)
+    if cached is None:
+        contribution = None
+        if drop.any():
+            # Only the dropped channels: the others would add zeros (they are not part of the sum).
+            dropped = _index(drop)
+            weight = _take(conv.weight.detach(), _all_or_index(kept_out), dropped)
+            contribution = conv._conv_forward(src.value.index_select(1, dropped), weight, None)[0]
+        cached = plan.cache[key] = (drop, contribution)
+    return cached
+
+
+def _is_uniform(contribution: torch.Tensor) -> bool:
+    flat = contribution.flatten(1)
+    if not flat.numel():
+        return True
+    spread = float((flat.amax(1) - flat.amin(1)).max())
+    return spread <= UNIFORM_RELATIVE_TOLERANCE * (1.0 + float(flat.abs().max()))
+
+
+def _units_read(plan: ChannelPlan, node: fx.Node) -> np.ndarray:
+    """bool per input unit: read through a non-zero weight by a kept output row of `node`."""
+    nonzero = plan.nonzero(node)
+    return nonzero[plan.kept_units(node)].any(axis=0)
+
+
+def _nonzero_units(info: TensorInfo) -> np.ndarray:
+    per_feature = (info.value.reshape(info.value.shape[1], -1) != 0).any(dim=1).numpy()
+    starts = np.concatenate([[0], np.cumsum(info.unit_sizes)[:-1]]).astype(np.int64)
+    return np.logical_or.reduceat(per_feature, starts) if per_feature.size else per_feature
+
+
+def _spatially_uniform_units(info: TensorInfo) -> np.ndarray:
+    flat = info.value.reshape(info.value.shape[1], -1)
+    spread = (flat.amax(dim=1) - flat.amin(dim=1)).numpy()
+    return spread <= UNIFORM_RELATIVE_TOLERANCE * (1.0 + np.abs(flat.numpy()).max(axis=1))
+
+
+def _bias_map_candidates(plan: ChannelPlan) -> list[tuple[fx.Node, np.ndarray, int]]:
+    """Dense convs that need a bias map with the current kept units: (node, the dropped constant
+    units whose contribution is non-zero, bias map values)."""
+    found = []
+    for node, op in plan.ops.items():
+        if op.op_class is not OpClass.CONV or _conv_kind(op.module) != "dense":
+            continue
+        drop, contribution = _conv_contribution(plan, node)
+        if contribution is None or _is_uniform(contribution):
+            continue
+        src = plan.infos[op.inputs[0]]
+        units = drop & _nonzero_units(src) & _units_read(plan, node)
+        if op.module.padding in ((0, 0), "valid"):
+            # Without padding a spatially uniform constant contributes a uniform bias: only the
+            # varying ones (already position-dependent, e.g. after a padded depthwise conv) count.
+            units &= ~_spatially_uniform_units(src)
+        found.append((node, units, int(contribution.numel())))
+    return found
+
+
+def predicted_parameters(plan: ChannelPlan, kept: np.ndarray) -> int:
+    """Parameters of plan.gm after apply_plan with `kept` (bias maps not included)."""
+    total = sum(p.numel() for p in plan.gm.parameters())
+    for node, op in plan.ops.items():
+        module = op.module
+        if op.op_class not in (OpClass.CONV, OpClass.LINEAR, OpClass.BATCHNORM, OpClass.BIAS_MAP):
+            continue
+        total -= sum(p.numel() for p in module.parameters())
+        out = kept[plan.infos[node].slots]
+        if op.op_class is OpClass.BATCHNORM:
+            total += 2 * int(plan.infos[node].expand(out).sum()) if module.weight is not None else 0
+            continue
+        if op.op_class is OpClass.BIAS_MAP:
+            total += int(out.sum()) * module.bias[0].numel()
+            continue
+        src = plan.infos[op.inputs[0]]
+        kept_in = kept[src.slots]
+        rows = int(out.sum())
+        if op.op_class is OpClass.CONV and _conv_kind(module) == "grouped":
+            total += module.weight.numel() + (module.out_channels if module.bias is not None else 0)
+            continue
+        if op.op_class is OpClass.CONV and _conv_kind(module) == "depthwise":
+            total += rows * module.weight[0].numel() + (rows if module.bias is not None else 0)
+            continue
+        per_column = module.weight[0, 0].numel() if op.op_class is OpClass.CONV else 1
+        total += rows * int(src.expand(kept_in).sum()) * per_column
+        folds = (~kept_in & src.constant & _nonzero_units(src) & plan.nonzero(node)[out].any(axis=0)).any()
+        total += rows if module.bias is not None or folds else 0
+    return int(total)
+
+
+def keep_constants_instead_of_bias_maps(plan: ChannelPlan, parameter_limit: int) -> list[dict]:
+    """Keep constant channels where that costs fewer parameters than a bias map; updates plan.kept.
+
+    A constant channel that meets zero padding needs a per-position bias map [R, Ho, Wo] in its
+    consumer when it is removed; kept, it costs its producer's row and a column in every consumer.
+    Layer by layer, the cheaper one is taken. Then, if the predicted total (with the remaining
+    maps) exceeds `parameter_limit` (the masked model's parameters), every such channel is kept:
+    without bias maps simplify only removes parameters, so the result never grows.
+    Returns one record per consumer whose bias map was replaced by kept channels.
+    """
+    records: list[dict] = []
+
+    def keep(node: fx.Node, units: np.ndarray, map_values: int, reason: str) -> None:
+        src_node = plan.ops[node].inputs[0]
+        src = plan.infos[src_node]
+        before = predicted_parameters(plan, plan.kept)
+        needed = plan.needed.copy()
+        needed[src.offset + np.flatnonzero(units)] = True
+        plan.needed, plan.kept = plan.solve(needed)
+        records.append({"layer": str(node.target), "constant_channels_kept": int(units.sum()),
+                        "from": src_node.name, "bias_map_values_avoided": map_values,
+                        "parameters_kept": predicted_parameters(plan, plan.kept) - before, "reason": reason})
+
+    while True:
+        for node, units, map_values in _bias_map_candidates(plan):
+            src = plan.infos[plan.ops[node].inputs[0]]
+            needed = plan.needed.copy()
+            needed[src.offset + np.flatnonzero(units)] = True
+            _, kept = plan.solve(needed)
+            if predicted_parameters(plan, kept) - predicted_parameters(plan, plan.kept) < map_values:
+                keep(node, units, map_values, "fewer parameters than the bias map")
+                break
+        else:
+            break
+    candidates = _bias_map_candidates(plan)
+    if candidates and predicted_parameters(plan, plan.kept) + sum(c[2] for c in candidates) > parameter_limit:
+        while candidates:
+            node, units, map_values = candidates[0]
+            keep(node, units, map_values, "bias maps would make the model larger than the masked one")
+            candidates = _bias_map_candidates(plan)
+    return records
 
 
 def _simplify_conv(plan: ChannelPlan, node: fx.Node, conv: nn.Conv2d, allow_bias_maps: bool) -> LayerChange:
     gm = plan.gm
     source = plan.ops[node].inputs[0]
-    src = plan.infos[source]
     kept_in, kept_out = plan.kept_units(source), plan.kept_units(node)
-    rows = _index(kept_out)
+    rows = _all_or_index(kept_out)
     weight, bias = conv.weight.detach(), _bias_of(conv)
     change = LayerChange(str(node.target), "Conv2d", conv.in_channels, int(kept_in.sum()), conv.out_channels,
                          int(kept_out.sum()))
     kind = _conv_kind(conv)
     if kind == "grouped":
-        gm.add_submodule(node.target, _new_conv(conv, weight, bias, conv.groups))
+        gm.add_submodule(node.target, _new_conv(conv, weight, _kept_bias(conv, bias), conv.groups))
         change.in_after, change.out_after = conv.in_channels, conv.out_channels
         change.notes.append("grouped convolution kept whole")
         return change
     if kind == "depthwise":
         # Input i and output i are one unit (tied in the analysis), so nothing is folded.
-        gm.add_submodule(node.target, _new_conv(conv, weight[rows], bias[rows], len(rows)))
+        gm.add_submodule(node.target, _new_conv(conv, _take(weight, rows, None),
+                                                _kept_bias(conv, _take(bias, rows, None)), int(kept_out.sum())))
         return change
-    drop, dropped_value = _dropped_constants(src, kept_in)
-    new_bias = bias[rows]
+    drop, contribution = _conv_contribution(plan, node)
+    new_bias = _take(bias, rows, None)
     bias_map = None
-    if drop.any():
+    if contribution is not None:
         change.folded_constants = int(drop.sum())
-        contribution = conv._conv_forward(dropped_value, weight[rows], None)[0]  # [R, Ho, Wo], float64
-        flat = contribution.flatten(1)
-        spread = float((flat.amax(1) - flat.amin(1)).max()) if flat.numel() else 0.0
-        scale = 1.0 + (float(flat.abs().max()) if flat.numel() else 0.0)
-        if spread <= UNIFORM_RELATIVE_TOLERANCE * scale:
-            new_bias = new_bias + flat.mean(1)
+        if _is_uniform(contribution):
+            new_bias = new_bias + contribution.flatten(1).mean(1)
         else:
             if not allow_bias_maps:
                 raise UnsupportedError(
@@ -133,7 +287,8 @@ def _simplify_conv(plan: ChannelPlan, node: fx.Node, conv: nn.Conv2d, allow_bias
                     "non-zero constant output meet its zero padding) and simplify.bias_maps is 'refuse'; set it "
                     "to 'allow', or train so that removed neurons output 0 after their activation")
             bias_map = contribution
-    gm.add_submodule(node.target, _new_conv(conv, weight[rows][:, _index(kept_in)], new_bias, 1))
+    gm.add_submodule(node.target, _new_conv(conv, _take(weight, rows, _all_or_index(kept_in)),
+                                            _kept_bias(conv, new_bias), 1))
     if bias_map is not None:
         _insert_bias_map(gm, node, bias_map)
         change.bias_map = list(bias_map.shape)
@@ -144,16 +299,17 @@ def _simplify_linear(plan: ChannelPlan, node: fx.Node, lin: nn.Linear) -> LayerC
     source = plan.ops[node].inputs[0]
     src = plan.infos[source]
     kept_in, kept_out = plan.kept_units(source), plan.kept_units(node)
-    rows, cols = _index(kept_out), _index(src.expand(kept_in))
+    rows, cols = _all_or_index(kept_out), _all_or_index(src.expand(kept_in))
     weight, bias = lin.weight.detach(), _bias_of(lin)
-    change = LayerChange(str(node.target), "Linear", lin.in_features, len(cols), lin.out_features, len(rows))
-    new_bias = bias[rows]
+    change = LayerChange(str(node.target), "Linear", lin.in_features, int(src.expand(kept_in).sum()),
+                         lin.out_features, int(kept_out.sum()))
+    new_bias = _take(bias, rows, None)
     drop = ~kept_in & src.constant
     if drop.any():
         change.folded_constants = int(drop.sum())
         features = _index(src.expand(drop))
-        new_bias = new_bias + weight[rows][:, features] @ src.value.reshape(-1)[features]
-    plan.gm.add_submodule(node.target, _new_linear(weight[rows][:, cols], new_bias))
+        new_bias = new_bias + _take(weight, rows, features) @ src.value.reshape(-1)[features]
+    plan.gm.add_submodule(node.target, _new_linear(_take(weight, rows, cols), _kept_bias(lin, new_bias)))
     return change
 
 

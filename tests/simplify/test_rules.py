@@ -57,7 +57,9 @@ class Residual(nn.Module):
 
 def test_residual_channel_dead_in_one_branch_is_kept_dead_in_all_is_removed():
     torch.manual_seed(0)
-    model = _randomize_bn(Residual())
+    # BN shifts of about -3: removed neurons output relu(negative) = 0, so no constant (and no
+    # bias map or kept constant channel) is involved, only the residual grouping.
+    model = _randomize_bn(Residual(), shift=-3.0)
     _kill(model.conv_a, [1, 4])  # dead in the stem branch only (1) and in both branches (4)
     _kill(model.conv_b, [4, 5])  # dead in the residual branch only (5) and in both (4)
     x = torch.randn(4, 3, 6, 6)
@@ -90,29 +92,53 @@ def test_channel_whose_weights_sum_to_zero_is_live():
 
 def test_zero_padding_makes_a_position_dependent_bias_map():
     torch.manual_seed(0)
+    # Wide layers on a 3x3 map: the bias map (3 x 3 x 3 = 27 values) costs less than keeping the
+    # constant channel (its row 8*9 + 1 in layer 0 and 3*9 columns in layer 2 = 100).
+    model = nn.Sequential(nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(3 * 3 * 3, 2)).eval()
+    _kill(model[0], [1])
+    with torch.no_grad():
+        model[0].bias[1] = 0.7  # the dead neuron outputs relu(0.7) = 0.7 everywhere
+    x = torch.randn(4, 8, 3, 3)
+    result = simplify(model, x[:1])
+    _same(model, result.model, x)
+    maps = [m for m in result.model.modules() if isinstance(m, BiasMap)]
+    assert len(maps) == 1 and tuple(maps[0].bias.shape) == (3, 3, 3)
+    assert result.summary["bias_map_layers"] == [{"layer": "2", "shape": [3, 3, 3]}]
+    assert result.summary["bias_map_note"] and result.summary["constant_channels_kept"] == []
+    assert result.summary["parameters_after"] < result.summary["parameters_before"]
+    corner, centre = maps[0].bias[:, 0, 0], maps[0].bias[:, 1, 1]
+    assert not torch.allclose(corner, centre)  # the border sees padding zeros
+    # The map is the constant's contribution: 0.7 * the kernel's taps inside the image.
+    w = model[2].weight.detach()[:, 1]
+    torch.testing.assert_close(maps[0].bias[:, 1, 1], 0.7 * w.sum((1, 2)), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(maps[0].bias[:, 0, 0], 0.7 * w[:, 1:, 1:].sum((1, 2)), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="valid only at the input size"):
+        result.model(torch.randn(1, 8, 5, 5))
+
+    with pytest.raises(UnsupportedError, match="layer '2' needs a per-position bias map"):
+        simplify(model, x[:1], allow_bias_maps=False)
+
+
+def test_constant_channel_is_kept_where_a_bias_map_would_cost_more():
+    torch.manual_seed(0)
+    # Narrow layers on a 5x5 map: a bias map would cost 3 x 5 x 5 = 75 values, keeping the constant
+    # channel 2*9 + 1 (its row) + 3*9 (its columns) = 46 parameters.
     model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.ReLU(),
                           nn.Flatten(), nn.Linear(3 * 5 * 5, 2)).eval()
     _kill(model[0], [1])
     with torch.no_grad():
-        model[0].bias[1] = 0.7  # the dead neuron outputs relu(0.7) = 0.7 everywhere
+        model[0].bias[1] = 0.7
     x = torch.randn(4, 2, 5, 5)
-    result = simplify(model, x[:1])
+    result = simplify(model, x[:1], allow_bias_maps=False)  # no map is needed, so none is refused
     _same(model, result.model, x)
-    maps = [m for m in result.model.modules() if isinstance(m, BiasMap)]
-    assert len(maps) == 1 and tuple(maps[0].bias.shape) == (3, 5, 5)
-    assert result.summary["bias_map_layers"] == [{"layer": "2", "shape": [3, 5, 5]}]
-    assert result.summary["bias_map_note"]
-    corner, centre = maps[0].bias[:, 0, 0], maps[0].bias[:, 2, 2]
-    assert not torch.allclose(corner, centre)  # the border sees padding zeros
-    # The map is the constant's contribution: 0.7 * the kernel's taps inside the image.
-    w = model[2].weight.detach()[:, 1]
-    torch.testing.assert_close(maps[0].bias[:, 2, 2], 0.7 * w.sum((1, 2)), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(maps[0].bias[:, 0, 0], 0.7 * w[:, 1:, 1:].sum((1, 2)), rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError, match="valid only at the input size"):
-        result.model(torch.randn(1, 2, 7, 7))
-
-    with pytest.raises(UnsupportedError, match="layer '2' needs a per-position bias map"):
-        simplify(model, x[:1], allow_bias_maps=False)
+    assert not any(isinstance(m, BiasMap) for m in result.model.modules())
+    assert _module_of(result.model, "0").out_channels == 4 and _module_of(result.model, "2").in_channels == 4
+    assert result.summary["constant_channels_kept"] == [
+        {"layer": "2", "constant_channels_kept": 1, "from": "_1", "bias_map_values_avoided": 75,
+         "parameters_kept": 46, "reason": "fewer parameters than the bias map"}]
+    assert result.summary["constant_channels_note"]
+    assert result.summary["parameters_after"] <= result.summary["parameters_before"]
 
 
 def test_constant_without_padding_or_zero_after_relu_folds_into_the_plain_bias():
@@ -142,9 +168,15 @@ def test_depthwise_input_and_output_go_together():
     result = simplify(model, x[:1])
     _same(model, result.model, x)
     dw = _module_of(result.model, "3")
-    assert (dw.in_channels, dw.out_channels, dw.groups) == (5, 5, 5)
-    assert _module_of(result.model, "0").out_channels == 5
-    assert _module_of(result.model, "6").in_channels == 5
+    # Channel 5 goes from all three layers. Channels 0 and 3 are constant, but the padded depthwise
+    # conv makes them position-dependent: removing them needs a 5x6x6 bias map in layer 6 (180
+    # values), keeping them costs less, so they stay (and the summary says so).
+    assert (dw.in_channels, dw.out_channels, dw.groups) == (7, 7, 7)
+    assert _module_of(result.model, "0").out_channels == 7
+    assert _module_of(result.model, "6").in_channels == 7
+    [kept] = result.summary["constant_channels_kept"]
+    assert (kept["layer"], kept["constant_channels_kept"], kept["bias_map_values_avoided"]) == ("6", 2, 180)
+    assert kept["parameters_kept"] < 180 and not result.summary["bias_map_layers"]
 
 
 def test_grouped_convolution_is_kept_whole_and_exact():
