@@ -12,6 +12,12 @@ too, but they include CPU contention and, for the schedule, the threshold search
     .venv/bin/python scripts/bench_train.py --quick      # digits + a Fashion-MNIST subset, ~10 min on 2 cores
     .venv/bin/python scripts/bench_train.py              # full mode: see FULL_MODE_NOTE below
     .venv/bin/python scripts/bench_train.py --datasets digits --jobs 2 --out bench-out/train
+    .venv/bin/python scripts/bench_train.py --only-extras --datasets digits   # NEq and shrink rows only
+
+NEq and shrink-during-training rows (--extras, default on; --only-extras skips the method table):
+each group trains its runs side by side in one process, epoch by epoch in rotating order, so that
+"s/epoch" of a run and of the same run without NEq (or without shrinking) are measured under the
+same machine load; torch threads = --timing-threads.
 
 Hyperparameters are the built-in presets (potatura/train/presets.py) unless the mode overrides
 them (quick mode: fewer epochs on Fashion-MNIST, said in the table's title).
@@ -232,6 +238,105 @@ def table(dataset: str, note: str, results: dict, timing: dict, device: str) -> 
     return "\n".join(lines)
 
 
+# name -> (method row, TrainConfig overrides); each group is trained side by side.
+NEQ_GROUP = {
+    "dense": ("dense", {}),
+    "dense + NEq (paper velocity)": ("dense", {"neq": {"timing_batches": 0}}),
+    "dense + NEq (code velocity)": ("dense", {"neq": {"velocity": "code", "timing_batches": 0}}),
+    "dense + random freezing (NEq's fraction)": ("dense", {"neq": {"baseline": "random", "timing_batches": 0}}),
+    "SeReNe bounded": ("serene-bounded", {}),
+    "SeReNe bounded + NEq": ("serene-bounded", {"neq": {"timing_batches": 0}}),
+}
+SHRINK_GROUP = {
+    "one-shot L1 25% neurons, masked": ("magnitude-oneshot", {"target_neurons_pct": 25.0, "oneshot_epoch": 1}),
+    "one-shot L1 25% neurons, shrink every epoch": ("magnitude-oneshot", {"target_neurons_pct": 25.0,
+                                                                          "oneshot_epoch": 1, "shrink_every": 1}),
+    "SeReNe bounded, masked": ("serene-bounded", {}),
+    "SeReNe bounded, shrink every 5 epochs": ("serene-bounded", {"shrink_every": 5}),
+}
+
+
+def side_by_side(dataset: str, data_opts: dict, device: str, threads: int, group: dict, overrides: dict) -> dict:
+    """Train every run of `group` in this process, one epoch of each in turn (rotating order), and
+    return per run: test error, s/epoch (training only, and whole epoch with the hooks), NEq and
+    shrink figures, parameters and neurons left."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from potatura.models import build_model
+    from potatura.train.loop import TrainLoop, evaluate, seed_everything
+    from potatura.train.methods import build_pruning
+    from potatura.train.stats import neurons_per_layer, sparsity_report
+
+    data = _load_data(data_opts, device)
+    runs = {}
+    for name, (row, extra) in group.items():
+        cfg = row_config(row, dataset, {**overrides.get(row, {}), **extra})
+        seed_everything(0)
+        model = build_model("lenet5", data.input_shape, data.num_classes).to(device)
+        setup = build_pruning(cfg, model, data.input_shape, seed=0)
+        loop = TrainLoop(model, data, cfg, seed=0, hooks=setup.hooks, evaluate_test=False)
+        for h in loop.hooks:
+            h.on_run_start(loop)
+            h.on_train_start(loop)
+        runs[name] = (loop, setup, cfg)
+    order = list(runs)
+    for epoch in range(1, max(cfg.epochs for _, _, cfg in runs.values()) + 1):
+        order = order[1:] + order[:1]
+        for name in order:
+            loop, _, cfg = runs[name]
+            if not loop.stop and loop.epoch < cfg.epochs:
+                loop._run_epochs(epoch, None)
+    out = {}
+    for name, (loop, setup, cfg) in runs.items():
+        for h in loop.hooks:
+            h.on_run_end(loop)
+        test = evaluate(loop.model, data.x_test, data.y_test)
+        report = sparsity_report(loop.model, data.input_shape, head=setup.head)
+        hist = loop.history
+        out[name] = {
+            "test_error_pct": 100.0 * (1.0 - test["accuracy"]), "epochs": len(hist),
+            "train_seconds_per_epoch": statistics.mean(h["train_seconds"] for h in hist),
+            "epoch_seconds": statistics.mean(h["epoch_seconds"] for h in hist),
+            "neq_frozen_pct": statistics.mean(h.get("neq_frozen_pct", 0.0) for h in hist),
+            "neq_flops_saved_pct": statistics.mean(h.get("neq_weight_grad_flops_saved_pct", 0.0) for h in hist),
+            "shrink_parameters_last": next((h["shrink_parameters"] for h in reversed(hist) if "shrink_parameters" in h),
+                                           None),
+            "train_seconds_last5": statistics.mean(h["train_seconds"] for h in hist[-5:]),
+            "parameters_pct": report["network"]["parameters_remaining_pct"],
+            "neurons": neurons_per_layer(report),
+        }
+    return out
+
+
+def extras_table(dataset: str, note: str, neq: dict, shrink: dict, threads: int) -> str:
+    lines = [f"### NEq on LeNet-5, {dataset} ({note}; side by side in one process, {threads} torch thread(s))", "",
+             "| run | test error % | mean frozen % | weight-grad FLOPs saved % (counted) | train s/epoch | "
+             "× same run without NEq | s/epoch incl. NEq probe | epochs |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in neq.items():
+        base = neq["SeReNe bounded" if name.startswith("SeReNe") else "dense"]
+        lines.append(f"| {name} | {r['test_error_pct']:.2f} | {r['neq_frozen_pct']:.1f} | {r['neq_flops_saved_pct']:.1f} | "
+                     f"{r['train_seconds_per_epoch']:.3f} | {r['train_seconds_per_epoch'] / base['train_seconds_per_epoch']:.2f} | "
+                     f"{r['epoch_seconds']:.3f} | {r['epochs']} |")
+    lines += ["", f"### Shrinking during training on LeNet-5, {dataset} ({note}; side by side, {threads} torch thread(s))", "",
+              "| run | test error % | params remaining % | neurons conv1/conv2/fc1 | trained parameters at the end | "
+              "train s/epoch (mean) | train s/epoch (last 5) | × masked (last 5) | epochs |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in shrink.items():
+        base = shrink[name.split(",")[0] + ", masked"]
+        lines.append(f"| {name} | {r['test_error_pct']:.2f} | {r['parameters_pct']:.2f} | {layer_counts(r['neurons'])} | "
+                     f"{r['shrink_parameters_last'] or '-'} | {r['train_seconds_per_epoch']:.3f} | "
+                     f"{r['train_seconds_last5']:.3f} | {r['train_seconds_last5'] / base['train_seconds_last5']:.2f} | "
+                     f"{r['epochs']} |")
+    lines += ["", "Test error measured on the whole test split; frozen % and FLOPs counted; seconds measured (train "
+              "s/epoch: the training pass only; NEq's per-epoch probe pass is in the next column). A shrunk run is "
+              "expanded back to the architecture's shapes at the end, so its test error is that of its final model; "
+              "its params remaining % is lower than the masked run's because the expanded model has the consumer "
+              "columns of removed neurons at zero, which the masked model keeps non-zero (they multiply a zero "
+              "output: same function)."]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="digits + a Fashion-MNIST subset, ~10 minutes on 2 cores")
@@ -245,7 +350,11 @@ def main(argv=None) -> int:
                         help="torch threads of the timing pass (1: least sensitive to other processes)")
     parser.add_argument("--max-epochs", type=int, default=0, help="cap every row's epochs (a smoke run)")
     parser.add_argument("--out", default=str(ROOT / "bench-out" / "train"))
+    parser.add_argument("--no-extras", action="store_true", help="skip the NEq and shrink rows")
+    parser.add_argument("--only-extras", action="store_true", help="only the NEq and shrink rows")
     args = parser.parse_args(argv)
+    if args.only_extras:
+        return extras_main(args)
     threads = args.threads or max(1, (os.cpu_count() or 2) // max(1, args.jobs))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -294,6 +403,9 @@ def main(argv=None) -> int:
                              args.timing_rounds, counts)
         all_results[d] = {"rows": results[d], "timing": timing, "note": settings[d]["note"]}
         tables.append(table(d, settings[d]["note"], results[d], timing, args.device))
+    if not args.no_extras:
+        for d in datasets:
+            tables.append(_extras(d, settings[d], args))
     total = time.perf_counter() - started
     text = "\n\n".join(tables) + f"\n\nTotal wall time {total:.0f} s ({'quick' if args.quick else 'full'} mode, " \
            f"{args.jobs} job(s), {threads} thread(s) each, timing pass {args.timing_threads} thread(s), " \
@@ -304,6 +416,25 @@ def main(argv=None) -> int:
     print(text)
     (out / "table.md").write_text(text)
     (out / "results.json").write_text(json.dumps(all_results, indent=1, default=str))
+    return 0
+
+
+def _extras(dataset: str, setting: dict, args) -> str:
+    neq = side_by_side(dataset, setting["data"], args.device, args.timing_threads, NEQ_GROUP, setting["rows"])
+    shrink = side_by_side(dataset, setting["data"], args.device, args.timing_threads, SHRINK_GROUP, setting["rows"])
+    return extras_table(dataset, setting["note"], neq, shrink, args.timing_threads)
+
+
+def extras_main(args) -> int:
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    tables = [_extras(d, mode_settings(d, args.quick), args) for d in datasets]
+    text = "\n\n".join(tables) + f"\n\nTotal wall time {time.perf_counter() - started:.0f} s " \
+        f"({'quick' if args.quick else 'full'} mode, device {args.device}).\n"
+    print(text)
+    (out / "extras.md").write_text(text)
     return 0
 
 
