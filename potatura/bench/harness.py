@@ -201,8 +201,9 @@ def run_targets(targets: list[Target], batch_sizes: list[int], iterations: int, 
         try:
             results.extend(target.measure(batch_sizes, iterations, warmup, max_seconds))
         except Exception as exc:  # any failure of one target is reported, not raised
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            skipped.append(Skipped(target.name, f"failed while measuring: {type(exc).__name__}: {first}"))
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            skipped.append(Skipped(target.name, f"failed while measuring: {type(exc).__name__}"
+                                                + (f": {first}" if first else "")))
         finally:
             target.close()
     return results, skipped

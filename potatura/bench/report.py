@@ -527,7 +527,7 @@ def render_html(data: dict) -> str:
                              _num(r.threads), _us(s.p50_s if s else None), _us(s.p90_s if s else None),
                              _us(s.p99_s if s else None), _us(s.mean_s if s else None), _num(s.runs if s else None),
                              f"{best.throughput_per_s:,.0f} @ {best.batch}" if best else "-",
-                             f"{spd[r.name]:.2f}x" if spd.get(r.name) else "-"])
+                             f"{spd[r.name]:.3g}x" if spd.get(r.name) else "-"])
             parts.append(_table(["target", "kind", "device", "threads", "p50 us", "p90 us", "p99 us", "mean us",
                                  "runs", "best samples/s @ batch", f"speedup vs {summary.get('baseline')} batch 1"],
                                 rows, numeric=range(3, 11)))
@@ -617,5 +617,5 @@ def terminal_table(latency: dict):
         best = r.best_throughput()
         table.add_row(r.name, r.kind, "-" if r.threads is None else str(r.threads), _us(s.p50_s if s else None),
                       _us(s.p99_s if s else None), f"{best.throughput_per_s:,.0f} @ {best.batch}" if best else "-",
-                      f"{spd[r.name]:.2f}x" if spd.get(r.name) else "-")
+                      f"{spd[r.name]:.3g}x" if spd.get(r.name) else "-")
     return table

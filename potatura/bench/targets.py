@@ -384,6 +384,11 @@ def deploy_bundles(run_dir: Path) -> list[Path]:
     return sorted(p.parent for p in deploy.rglob("manifest.json"))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _module_available(name: str, attribute: Optional[str] = None) -> Optional[str]:
     """None when `name` imports (and has `attribute`), else why not (one line)."""
     import importlib
@@ -445,7 +450,11 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
         cores = os.cpu_count() or 1
         for label, (module, what) in float_models.items():
             path = out_dir / "onnx" / f"{label}.onnx"
-            exports[label] = export_onnx(module, x, path)
+            try:
+                exports[label] = export_onnx(module, x, path)
+            except Exception as exc:  # an operator the exporter or onnxruntime lacks: say so, go on
+                skipped.append(Skipped(f"onnxruntime {label}", f"ONNX export or check failed: {_first_line(exc)}"))
+                continue
             targets.append(OnnxRuntimeTarget(f"onnxruntime {label} {threads}t", path, x, threads,
                                              f"onnxruntime CPU, {threads} thread(s), {what}"))
             if cores != threads:
@@ -483,7 +492,10 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
                 elif not (p["path"] / "design.json").is_file():
                     skipped.append(Skipped(name, f"{p['path']} has no design.json (hwgen predates the hardware IR)"))
                 else:
-                    targets.append(SimulatedTarget(name, p["path"], p["board"], p["backend"]))
+                    try:
+                        targets.append(SimulatedTarget(name, p["path"], p["board"], p["backend"]))
+                    except Exception as exc:  # a design this simulator version cannot load
+                        skipped.append(Skipped(name, f"the simulator could not load {p['path']}: {_first_line(exc)}"))
 
     bundles = deploy_bundles(run_dir)
     reported = deploy_benchmarks(run_dir)

@@ -167,3 +167,33 @@ def test_bench_command_measures_the_chosen_targets_and_prints_the_table(bench_ru
     assert data["protocol"]["threads"] == 2
     assert "latency, batch 1 (threads 2" in result.output and "torch fake-quant" in result.output
     assert "bench: fastest CPU batch 1: torch" in result.output
+
+
+@pytest.mark.skipif("sim" not in available_stages(), reason="the sim stage has not landed")
+def test_board_targets_go_through_the_deploy_client_and_keep_the_agents_label(bench_run):
+    from potatura.bench.targets import BoardTarget
+    from potatura.deploy.emulated import start_emulated_agent
+
+    run_dir, _ = bench_run
+    bundle = run_dir / "deploy" / "pynq-z2" / "hls4ml"
+    sim = next(r for r in load_latency(run_dir)["results"] if r.kind == "simulated")
+    # the emulated board, started by the target itself
+    target = BoardTarget("fpga pynq-z2/hls4ml emulated", bundle, "emulated")
+    try:
+        hw, e2e = target.measure([1, 4], iterations=3, warmup=1)
+    assert e2e.name.endswith("end-to-end")
+    finally:
+        target.close()
+    assert (hw.kind, e2e.kind) == ("emulated", "emulated")
+    assert [p.batch for p in hw.points] == [1, 4] and hw.single_stream.runs == 3
+    assert hw.single_stream.p50_s == pytest.approx(sim.single_stream.p50_s)  # simulator cycles / clock
+    # a board agent reached by URL (here an emulated one): deployed through the client, and the
+    # agent's own label wins over the "measured" the caller expected
+    url, token, stop = start_emulated_agent()
+    target = BoardTarget("fpga pynq-z2/hls4ml board", bundle, "measured", url, token)
+    try:
+        results = target.measure([1], iterations=2, warmup=0)
+    finally:
+        stop()
+    assert {r.kind for r in results} == {"emulated"}
+    assert results[0].details["agent"]["device"] == "emulated"
