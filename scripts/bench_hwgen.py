@@ -36,10 +36,10 @@ from potatura.boards.catalog import get_board
 from potatura.config import DataConfig
 from potatura.data import load_dataset
 from potatura.errors import PotaturaError
-from potatura.hwgen.fitter import FitError
-from potatura.hwgen.graph import read_network
-from potatura.hwgen.project import generate_project, qonnx_reference
-from potatura.hwgen.stage import load_golden
+from potatura.hwgen.hls4ml.fitter import FitError
+from potatura.hwgen.hls4ml.lowering import hls_name, read_network
+from potatura.hwgen.hls4ml.project import generate_project
+from potatura.hwgen.stage import load_golden, qonnx_reference
 from potatura.models import build_model
 from potatura.quant.config import QuantConfig
 from potatura.quant.pipeline import quantize
@@ -125,7 +125,7 @@ def main() -> None:
                 continue
             t = res.fit.totals
             rows.append(dict(model=name, board=board.name, rf=res.fit.reuse_factors(),
-                             strategies={f.layer.hls_name: f.estimate.strategy for f in res.fit.layers
+                             strategies={hls_name(f.layer): f.estimate.strategy for f in res.fit.layers
                                          if f.layer.has_weights},
                              mult=t["multipliers"], dsp=t["dsp"], bram=t["bram18"], lut=t["lut"], ff=t["ff"],
                              interval=res.fit.interval_cycles, latency=res.fit.latency_cycles,
@@ -134,7 +134,7 @@ def main() -> None:
                              gen=res.seconds.get("convert_write", 0.0), compile=res.seconds.get("compile", 0.0)))
 
     d, p = models["dense"]["net"], models["pruned+simplified"]["net"]
-    print(f"# hwgen benchmark: dense vs pruned+simplified LeNet-5, 8-bit, Fashion-MNIST 28x28\n")
+    print("# hwgen benchmark: dense vs pruned+simplified LeNet-5, 8-bit, Fashion-MNIST 28x28\n")
     print(f"training + pruning + simplify: {train_seconds:.0f} s (measured); projects in {out_root}\n")
     print("| model | weights | test acc float | test acc 8-bit | multipliers at RF 1 | at RF 4 |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -5,6 +5,10 @@ A figure is a mapping {value, source} with optional `verify: true` (HARDWARE.md 
 relying on it) and `note`. `load_catalog()` parses and validates every file once; a malformed file
 is a ConfigError naming the file and the field.
 
+Each board has a `backends:` map: per hardware backend, the figures that backend needs (hls4ml:
+`board`, the hls4ml VivadoAccelerator template board). Files of the earlier form, with
+`shell.hls4ml_board` instead, still load (it becomes backends.hls4ml.board).
+
 Resource figures are whole-device counts: on Alveo cards the shell takes part of the device, so
 the usable share is lower (potatura's fitter keeps a margin, hwgen.max_utilization).
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -26,7 +30,7 @@ FAMILIES = ("zynq-7000", "zynq-ultrascale+", "alveo")
 # Figures every board must have (dotted paths into the YAML document).
 REQUIRED = ("part", "resources.lut", "resources.ff", "resources.dsp", "resources.bram36", "resources.bram18",
             "resources.uram", "clock.default_mhz", "memory.size_mb", "memory.type", "memory.bandwidth_gbs",
-            "pynq.images", "pynq.python", "shell.type", "shell.hls4ml_board")
+            "pynq.images", "pynq.python", "shell.type")
 # Catalog order of `potatura boards list`: the embedded boards first, then Alveo cards, each by size.
 ORDER = ("pynq-z1", "pynq-z2", "ultra96-v2", "kv260", "zcu104", "zcu102",
          "alveo-u50", "alveo-u200", "alveo-u280", "alveo-u250")
@@ -51,13 +55,13 @@ class Board:
     memory_type: str
     bandwidth_gbs: float
     pynq_images: tuple[str, ...]
-    python: Optional[str]
-    hls4ml_board: str  # the hls4ml VivadoAccelerator board whose wrapper/driver templates fit this one
-    board_part: Optional[str] = None  # Vivado board-file name (Zynq boards)
-    ps_ip: Optional[str] = None  # VLNV without version of the processing system IP (Zynq boards)
-    platform: Optional[str] = None  # XRT platform (Alveo)
+    python: str | None
+    board_part: str | None = None  # Vivado board-file name (Zynq boards)
+    ps_ip: str | None = None  # VLNV without version of the processing system IP (Zynq boards)
+    platform: str | None = None  # XRT platform (Alveo)
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # dotted figure -> source
     verify: tuple[str, ...] = ()  # dotted figures to check against the vendor document
+    backends: dict[str, dict] = field(default_factory=dict, compare=False)  # backend -> {option: value}
     raw: dict = field(default_factory=dict, compare=False, repr=False)  # the parsed YAML document
 
     @property
@@ -71,6 +75,14 @@ class Board:
     @property
     def clock_period_ns(self) -> float:
         return 1000.0 / self.clock_mhz
+
+    def backend_option(self, backend: str, option: str):
+        """A backend's figure for this board (backends.<backend>.<option>); missing is a ConfigError."""
+        try:
+            return self.backends[backend][option]
+        except KeyError:
+            raise ConfigError(f"board catalog {self.name}.yaml: backends.{backend}.{option} is missing (the "
+                              f"{backend} backend needs it for this board)") from None
 
     def resources(self) -> dict[str, int]:
         """Device resources as the fitter counts them (BRAM in 18Kb blocks)."""
@@ -102,6 +114,10 @@ def parse_board(path: Path) -> Board:
     if name != path.stem:
         raise ConfigError(f"{where}: field name is {name!r}, expected the file's stem {path.stem!r}")
     figures = _figures({k: v for k, v in doc.items() if k not in ("name", "description", "family")})
+    if "shell.hls4ml_board" in figures:  # the earlier form
+        if any(k.startswith("backends.hls4ml.") for k in figures):
+            raise ConfigError(f"{where}: shell.hls4ml_board and backends.hls4ml are both set; keep backends.hls4ml")
+        figures["backends.hls4ml.board"] = figures.pop("shell.hls4ml_board")
     for dotted, fig in figures.items():
         src = fig.get("source")
         if not isinstance(src, str) or not src.strip():
@@ -142,6 +158,21 @@ def parse_board(path: Path) -> Board:
         raise ConfigError(f"{where}: an alveo-xrt board needs shell.platform (the XRT platform for v++)")
     if shell == "zynq-ps-axi-dma" and "shell.ps_ip" not in figures:
         raise ConfigError(f"{where}: a zynq-ps-axi-dma board needs shell.ps_ip (the processing system VLNV)")
+    backends: dict[str, dict] = {}
+    for dotted in figures:
+        if dotted.startswith("backends."):
+            parts = dotted.split(".")
+            if len(parts) != 3:
+                raise ConfigError(f"{where}: {dotted}: expected backends.<backend>.<figure>")
+            backends.setdefault(parts[1], {})[parts[2]] = figures[dotted]["value"]
+    if not backends:
+        raise ConfigError(f"{where}: no backends map: list what each hardware backend needs, e.g. "
+                          "backends: {hls4ml: {board: {value: pynq-z2, source: ...}}}")
+    from potatura.hw.backends import spec_names
+
+    unknown = sorted(set(backends) - set(spec_names()))
+    if unknown:
+        raise ConfigError(f"{where}: backends.{unknown[0]}: unknown backend; known backends: {', '.join(spec_names())}")
     images = value("pynq.images", list)
     clock = value("clock.default_mhz", float)
     if clock <= 0:
@@ -153,7 +184,7 @@ def parse_board(path: Path) -> Board:
         clock_mhz=clock, shell=shell, memory_mb=value("memory.size_mb", int),
         memory_type=value("memory.type", str), bandwidth_gbs=value("memory.bandwidth_gbs", float),
         pynq_images=tuple(str(i) for i in images), python=value("pynq.python", str, optional=True),
-        hls4ml_board=value("shell.hls4ml_board", str), board_part=value("board_part", str, optional=True),
+        board_part=value("board_part", str, optional=True), backends=backends,
         ps_ip=value("shell.ps_ip", str, optional=True), platform=value("shell.platform", str, optional=True),
         sources={k: f["source"] for k, f in figures.items()},
         verify=tuple(k for k, f in figures.items() if f.get("verify")),
@@ -171,7 +202,7 @@ def _load(directory: Path) -> tuple[Board, ...]:
     return tuple(sorted(boards.values(), key=lambda b: (rank.get(b.name, len(ORDER)), b.name)))
 
 
-def load_catalog(directory: Optional[Path] = None) -> dict[str, Board]:
+def load_catalog(directory: Path | None = None) -> dict[str, Board]:
     """Every board of the catalog by name, embedded boards first, each group by size."""
     return {b.name: b for b in _load(Path(directory or CATALOG_DIR).resolve())}
 

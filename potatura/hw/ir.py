@@ -5,7 +5,8 @@ Read by every stage after quant (docs/ARCHITECTURE.md, section "The hardware IR"
 - `Graph`: layers in topological order forming a DAG (a layer names its producers in `inputs`),
   plus the accelerator's I/O contract (`IOSpec`): shapes per sample, layout, and the encoding of
   the words (integer codes of a FixedType: value = code * 2**-frac).
-- `Layer`: one operation (`Op`) with its shapes (channels-last, no batch), its types and, for
+- `Layer`: one operation (`Op`) with its shapes (channels-last, no batch; a model without spatial
+  layers keeps its (C, H, W) input, layout NCHW), its types and, for
   CONV2D/DENSE, integer weight and bias codes (int64; conv weights (O, KH, KW, I), dense
   (n_in, n_out)). Attributes (kernel, stride, pads (top, left, bottom, right), ...) live in
   `attrs`, a JSON-safe dict.
@@ -38,7 +39,7 @@ from potatura.hw.types import FixedType
 DESIGN_FORMAT = "potatura-design/1"
 DESIGN_FILE = "design.json"
 WEIGHTS_FILE = "design_weights.npz"
-LAYOUTS = ("NHWC", "flat")
+LAYOUTS = ("NHWC", "NCHW", "flat")
 ENCODING = "integer codes of type"
 
 
@@ -59,7 +60,7 @@ class Op(str, Enum):
     GLOBAL_AVGPOOL = "global_avgpool"
     ADD = "add"  # element-wise sum of two or more producers of one shape
     CONCAT = "concat"  # along the channel (last) axis
-    FLATTEN = "flatten"  # (H, W, C) -> (H*W*C,); attrs: order "HWC" (default) or "CHW"
+    FLATTEN = "flatten"  # -> (n,); attrs: order "row-major" (default: as stored) or "CHW" ((H, W, C) read channel-major)
 
 
 WEIGHTED = (Op.CONV2D, Op.DENSE)
@@ -131,7 +132,7 @@ class Layer:
                 return False
         return True
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     # --- derived facts (never stored twice) ---
     @property
@@ -161,16 +162,14 @@ class Layer:
         """Inputs of one matrix-vector product: KH*KW*C for a conv, n_in for a dense layer."""
         if self.op == Op.CONV2D:
             return int(self.kernel[0] * self.kernel[1] * self.in_shape[-1])
-        if self.op == Op.DENSE:
+        if self.op == Op.DENSE and self.weight_codes is not None:
             return int(self.weight_codes.shape[0])
         return 0
 
     @property
     def n_out(self) -> int:
-        if self.op == Op.CONV2D:
-            return int(self.weight_codes.shape[0])
-        if self.op == Op.DENSE:
-            return int(self.weight_codes.shape[1])
+        if self.op in WEIGHTED and self.weight_codes is not None:
+            return int(self.weight_codes.shape[0 if self.op == Op.CONV2D else 1])
         return 0
 
     @property
@@ -206,8 +205,9 @@ class Layer:
     def from_dict(data: dict, arrays: dict[str, np.ndarray] | None = None) -> Layer:
         where = f"layer {data.get('name')!r}"
         try:
-            types = {n: FixedType.from_dict(data[n]) if data.get(n) is not None else None for n in _TYPE_FIELDS}
-            codes = {}
+            types: dict[str, Any] = {n: FixedType.from_dict(data[n]) if data.get(n) is not None else None
+                                     for n in _TYPE_FIELDS}
+            codes: dict[str, Any] = {}
             for name in ("weight_codes", "bias_codes"):
                 key = data.get(name)
                 if key is None:
@@ -230,12 +230,13 @@ class IOSpec:
     """One side of the accelerator's I/O contract, per sample (no batch axis).
 
     The words are integer codes of `type` (value = code * 2**-type.frac) in `layout` order:
-    NHWC (channels-last; the host transposes its NCHW tensors) or flat (a vector).
+    NHWC (channels-last; the host transposes its NCHW tensors), NCHW (a model without spatial
+    layers that takes its input as trained, (C, H, W) flattened by the accelerator) or flat (a vector).
     """
 
     layer: str  # the INPUT layer, or the layer whose result is the output
     shape: tuple[int, ...]
-    layout: str  # NHWC | flat
+    layout: str  # NHWC | NCHW | flat
     type: FixedType
     encoding: str = ENCODING
 
@@ -436,8 +437,8 @@ def _check_op(layer: Layer, where: str) -> None:
         if len(shapes) < 2 or any(s[:-1] != out[:-1] for s in shapes) or sum(s[-1] for s in shapes) != out[-1]:
             raise GraphError(f"{where}: inputs joined along the last axis must give {list(out)}, got "
                              f"{[list(s) for s in shapes]}")
-    elif op == Op.FLATTEN and (out != (math.prod(shape),) or layer.attrs.get("order", "HWC") not in ("HWC", "CHW")):
-        raise GraphError(f"{where}: flattens {list(shape)} to ({math.prod(shape)},) in order HWC or CHW, "
+    elif op == Op.FLATTEN and (out != (math.prod(shape),) or layer.attrs.get("order", "row-major") not in ("row-major", "CHW")):
+        raise GraphError(f"{where}: flattens {list(shape)} to ({math.prod(shape)},) in order row-major or CHW, "
                          f"got {list(out)}, order {layer.attrs.get('order')!r}")
     if layer.has_weights:
         for name, ftype in (("weight_codes", layer.weight_type), ("bias_codes", layer.bias_type)):
@@ -514,7 +515,7 @@ def save_design(design: Design, project_dir: str | os.PathLike) -> Path:
 
     def write_npz(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.ascontiguousarray(v, dtype=np.int64) for k, v in arrays.items()})
+            np.savez(f, **{k: np.ascontiguousarray(v, dtype=np.int64) for k, v in arrays.items()})  # type: ignore[arg-type]
 
     _atomic_write(project_dir / WEIGHTS_FILE, write_npz)
     _atomic_write(project_dir / DESIGN_FILE, lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))

@@ -1,16 +1,15 @@
-"""hwgen: quantized QONNX model -> accelerator projects per board, fitted and checked bit-exact in csim.
+"""hwgen: quantized QONNX model -> accelerator projects per board and backend, checked bit-exact.
 
 Public face:
-    read_network(qonnx)                  the layers hls4ml will build, with exact fixed-point types
-    fit_network / fit_or_raise(net, board, io_type, max_utilization, reuse_factor, strategy)
-                                         per-layer reuse factor and strategy, estimated resources
-    generate_project(net, board, out_dir, ...)   the hls4ml project, build files, csim, reports
-    STAGE (potatura.hwgen.stage)         the flow stage
+    read_qonnx(qonnx) -> QonnxGraph          the model in the hardware IR (potatura.hw.ir), backend-neutral
+    get_backend(name) -> Backend             supports / lower / fit / generate / verify (potatura.hwgen.backend)
+    potatura.hwgen.hls4ml                    the hls4ml backend: read_network, fit_network, generate_project
+    STAGE (potatura.hwgen.stage)             the flow stage
+
+Importing this package imports no backend's tool (hls4ml loads when a project is converted).
 """
 
-from potatura.hwgen.fitter import FitError, FitResult, fit_network, fit_or_raise
-from potatura.hwgen.graph import QuantizedNetwork, read_network
-from potatura.hwgen.project import generate_project
+from potatura.hwgen.backend import Backend, apply_passes, get_backend
+from potatura.hwgen.reader import QonnxGraph, read_qonnx
 
-__all__ = ["read_network", "QuantizedNetwork", "fit_network", "fit_or_raise", "FitResult", "FitError",
-           "generate_project"]
+__all__ = ["Backend", "QonnxGraph", "apply_passes", "get_backend", "read_qonnx"]

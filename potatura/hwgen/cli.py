@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -27,18 +26,18 @@ def _print_report(console, report_path: Path) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("hwgen")
     def hwgen(
-        flow: Optional[Path] = typer.Argument(None, help="flow file (YAML); default: the demo flow"),
-        sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a flow field, e.g. "
+        flow: Path | None = typer.Argument(None, help="flow file (YAML); default: the demo flow"),
+        sets: list[str] | None = typer.Option(None, "--set", "-s", help="override a flow field, e.g. "
                                                  "--set hwgen.max_utilization=0.6 (repeatable)"),
-        boards: Optional[List[str]] = typer.Option(None, "--board", "-b", help="board (repeatable); default: "
+        boards: list[str] | None = typer.Option(None, "--board", "-b", help="board (repeatable); default: "
                                                    "hwgen.boards of the flow"),
         build: bool = typer.Option(False, "--build", help="run HLS synthesis and the bitstream/xclbin build when "
                                    "Vivado/Vitis is on PATH, and read the reports back"),
-        qonnx: Optional[Path] = typer.Option(None, "--qonnx", help="generate for this QONNX file instead of the "
+        qonnx: Path | None = typer.Option(None, "--qonnx", help="generate for this QONNX file instead of the "
                                              "flow's quant output"),
-        golden: Optional[Path] = typer.Option(None, "--golden", help="with --qonnx: golden.npz (x inputs) for the "
+        golden: Path | None = typer.Option(None, "--golden", help="with --qonnx: golden.npz (x inputs) for the "
                                               "csim check; without it csim is skipped"),
-        out: Optional[Path] = typer.Option(None, "--out", help="with --qonnx: output folder (default "
+        out: Path | None = typer.Option(None, "--out", help="with --qonnx: output folder (default "
                                            "<run dir>/hwgen-<file name>)"),
     ) -> None:
         """hls4ml accelerator projects per board, fitted to the board and checked bit-exact in C simulation.
@@ -51,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
         potatura hwgen flows/demo.yaml --build    # needs vivado_hls and vivado on PATH
         """
-        from potatura.cli import _load, _run, console
+        from potatura.cli_common import _load, _run, console
 
         overrides = list(sets or [])
         if build:
@@ -69,8 +68,8 @@ def register(app: typer.Typer) -> None:
             return
         import logging
 
-        from potatura.flow import Progress
         from potatura.hwgen.stage import run_hwgen
+        from potatura.progress import Progress
 
         hw = cfg.hwgen if golden is not None else cfg.hwgen.model_copy(update={"csim": False})
         out_dir = out or cfg.run_dir() / f"hwgen-{qonnx.name.split('.')[0]}"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Optional
 
 from potatura.errors import DataError
 
 
-def _number(text: Optional[str]) -> Optional[float]:
+def _number(text: str | None) -> float | None:
     if text is None:
         return None
     text = text.strip()
@@ -32,10 +31,10 @@ def parse_csynth_xml(path: str | Path) -> dict:
         raise DataError(f"{path}: no PerformanceEstimates/AreaEstimates: not a csynth.xml report")
     latency = perf.find("SummaryOfOverallLatency")
 
-    def lat(tag: str) -> Optional[float]:
+    def lat(tag: str) -> float | None:
         return _number(latency.findtext(tag)) if latency is not None else None
 
-    def res(*tags: str) -> Optional[int]:
+    def res(*tags: str) -> int | None:
         for tag in tags:
             value = _number(area.findtext(tag))
             if value is not None:

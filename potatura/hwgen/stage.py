@@ -1,8 +1,12 @@
 """The `hwgen` stage: quantized QONNX model -> one accelerator project per (board, backend), csim-checked.
 
 Reads the quant stage's "qonnx" (the cleaned QONNX model), "golden" (golden.npz: x float32 NCHW
-inputs; y reference outputs) and, when present, "quant_json" (cross-checked, never required).
-Writes hwgen/<board>/<backend>/ (see potatura.hwgen.project) plus report.json and report.md.
+inputs; y reference outputs; x_codes/x_exponent and y_codes/y_exponent when the quant stage wrote
+them) and, when present, "quant_json" (cross-checked, never required). The model is read once
+into the hardware IR (potatura.hwgen.reader); each backend of hwgen.backends (potatura.hwgen.backend)
+checks it against its operator table and generates hwgen/<board>/<backend>/ (with design.json).
+Writes report.json, report.md and index.json: [{board, backend, path (relative to the run
+directory), fits, csim}], what later stages read instead of parsing directory names.
 """
 
 from __future__ import annotations
@@ -10,33 +14,48 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
+from potatura import formats
 from potatura.artifacts import write_json, write_text
 from potatura.boards.catalog import get_board
-from potatura.errors import DataError
-from potatura.flow import Progress, Stage, StageContext
+from potatura.errors import DataError, UnsupportedError
+from potatura.flow import Input, Output, Progress, Stage, StageContext
+from potatura.hw.ir import Graph
+from potatura.hw.types import FixedType
+from potatura.hwgen.backend import get_backend
 from potatura.hwgen.config import HwgenConfig
-from potatura.hwgen.graph import QuantizedNetwork, read_network
-from potatura.hwgen.project import generate_project, qonnx_reference, resolve_io_type
+from potatura.hwgen.reader import read_qonnx
 
 
-def load_golden(path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """(x float32 NCHW inputs, y reference outputs or None) from golden.npz."""
+def load_golden(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x float32 NCHW inputs, y reference outputs or None) from golden.npz.
+
+    y comes from y_codes * 2**y_exponent (exact, float64) when the file has them, else from y.
+    """
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             if "x" not in data:
                 raise DataError(f"{path}: golden file has no 'x' array (inputs); arrays: {', '.join(data.files)}")
             x = np.asarray(data["x"], dtype=np.float32)
-            y = np.asarray(data["y"]) if "y" in data else None
+            if "y_codes" in data and "y_exponent" in data:
+                y = np.asarray(data["y_codes"], dtype=np.int64).astype(np.float64) * 2.0 ** int(data["y_exponent"])
+            else:
+                y = np.asarray(data["y"]) if "y" in data else None
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable .npz file: {exc}") from None
     return x, y
 
 
-def cross_check_quant_json(net: QuantizedNetwork, path: Optional[Path]) -> dict:
+def qonnx_reference(qonnx_path: str | Path, x_nchw: np.ndarray) -> np.ndarray:
+    """The QONNX integer reference (qonnx's executor, via the quant stage) on inputs (N, C, H, W), float64."""
+    from potatura.quant.reference import execute_qonnx
+
+    return np.asarray(execute_qonnx(qonnx_path, np.asarray(x_nchw, dtype=np.float32)), dtype=np.float64)
+
+
+def cross_check_quant_json(net: Graph, path: Path | None, backends: tuple[str, ...] = ("hls4ml",)) -> dict:
     """Gate on the quant stage's hardware flag, then check its fixed-point types against the model's.
 
     Types are derived from the QONNX Quant nodes (the model is the truth); quant.json must agree:
@@ -46,9 +65,10 @@ def cross_check_quant_json(net: QuantizedNetwork, path: Optional[Path]) -> dict:
         return {"checked": False, "reason": "no quant.json"}
     from potatura.quant.hardware import require_hardware_ready
 
-    info = require_hardware_ready(path, backend="the hls4ml backend")
-    derived = {(t.width, t.integer, t.signed) for t in [net.input_type]
-               + [lt for layer in net.layers for lt in (layer.weight_type, layer.bias_type, layer.result_type) if lt]}
+    for name in backends:
+        info = require_hardware_ready(path, backend=f"the {name} backend")
+    derived = {(t.width, t.integer, t.signed) for layer in net.layers
+               for t in (layer.weight_type, layer.bias_type, layer.result_type) if t}
     unmatched = []
     checked = 0
     for tensor, entry in (info.get("tensors") or {}).items():
@@ -59,12 +79,12 @@ def cross_check_quant_json(net: QuantizedNetwork, path: Optional[Path]) -> dict:
         if (fixed["width"], fixed["integer"], fixed["signed"]) not in derived:
             unmatched.append(f"{tensor} ({entry.get('role')}): {fixed.get('type')}")
     if unmatched:
-        raise DataError(f"hwgen: {path} does not describe {net.source}: no Quant node of the model has the type of "
+        raise DataError(f"hwgen: {path} does not describe {net.attrs.get('source', net.name)}: no Quant node of the model has the type of "
                         + "; ".join(unmatched[:5]))
     return {"checked": True, "hardware_ready": True, "tensors_checked": checked, "consistent": True}
 
 
-def golden_consistency(y_golden: Optional[np.ndarray], reference: np.ndarray, net: QuantizedNetwork) -> dict:
+def golden_consistency(y_golden: np.ndarray | None, reference: np.ndarray, output_type: FixedType) -> dict:
     """How the quant stage's golden outputs relate to the QONNX execution run here."""
     if y_golden is None:
         return {"checked": False, "reason": "golden.npz has no y"}
@@ -74,8 +94,8 @@ def golden_consistency(y_golden: Optional[np.ndarray], reference: np.ndarray, ne
         return {"checked": True, "consistent": False, "reason": f"y has shape {y.shape}, the model gives {ref.shape}"}
     if np.issubdtype(y.dtype, np.integer):
         # Integer codes of the output type (the last accumulator's grid).
-        diff = np.abs(y.astype(np.float64) * net.output_type.lsb - ref)
-        encoding = f"integer codes x {net.output_type.lsb:g}"
+        diff = np.abs(y.astype(np.float64) * output_type.lsb - ref)
+        encoding = f"integer codes x {output_type.lsb:g}"
     else:
         diff = np.abs(y.astype(np.float64) - ref)
         encoding = "values"
@@ -83,18 +103,22 @@ def golden_consistency(y_golden: Optional[np.ndarray], reference: np.ndarray, ne
             "max_abs_difference": float(diff.max()) if diff.size else 0.0}
 
 
-def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Optional[Path], out_dir: Path,
-              quant_json: Optional[Path] = None, log: Optional[logging.Logger] = None,
-              progress: Optional[Progress] = None) -> dict[str, Path]:
+def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Path | None, out_dir: Path,
+              quant_json: Path | None = None, log: logging.Logger | None = None,
+              progress: Progress | None = None) -> dict[str, Path]:
     """Generate every (board, backend) project; return {output name: path}."""
     log = log or logging.getLogger("potatura.hwgen")
     progress = progress or Progress(enabled=False)
     out_dir = Path(out_dir)
-    net = read_network(qonnx_path)
-    io_type = resolve_io_type(net, cfg.io_type)
-    log.info("hwgen: %s: %d layers, input %s %s, output %s, %s", net.source, len(net.layers),
-             list(net.input_shape_nchw), net.input_type.ap(), net.output_type.ap(), io_type)
-    json_check = cross_check_quant_json(net, quant_json)
+    source = read_qonnx(qonnx_path)
+    graph = source.graph
+    networks = _backend_networks(cfg, source)
+    hls = networks.get("hls4ml")
+    io_type = resolve_io_type(hls, cfg.backend("hls4ml").io_type) if hls is not None else None
+    log.info("hwgen: %s: %d layers, input %s %s, output %s%s", source.source, len(graph.layers) - 1,
+             graph.attrs["input_shape_nchw"], graph.input.type.ap(), graph.output.type.ap(),
+             f", {io_type}" if io_type else "")
+    json_check = cross_check_quant_json(graph, quant_json, tuple(cfg.backends))
     x = reference = None
     golden_check: dict = {"checked": False, "reason": "csim disabled"}
     if cfg.csim:
@@ -104,16 +128,17 @@ def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Optional[Path], o
         if cfg.csim_samples is not None:
             x = x[:cfg.csim_samples]
             y_golden = y_golden[:cfg.csim_samples] if y_golden is not None else None
-        if x.shape[1:] != tuple(net.input_shape_nchw):
+        if x.shape[1:] != tuple(graph.attrs["input_shape_nchw"]):
             raise DataError(f"{golden_path}: inputs have shape {list(x.shape[1:])}, the model takes "
-                            f"{list(net.input_shape_nchw)}")
+                            f"{list(graph.attrs['input_shape_nchw'])}")
         reference = qonnx_reference(qonnx_path, x)
-        golden_check = golden_consistency(y_golden, reference, net)
+        golden_check = golden_consistency(y_golden, reference, graph.output.type)
         if golden_check.get("checked") and not golden_check.get("consistent"):
             log.warning("hwgen: golden y differs from the QONNX execution here (%s); csim is compared with QONNX",
                         golden_check)
 
     projects = []
+    index = []
     outputs: dict[str, Path] = {}
     steps = ["fit", "convert", "compile", "csim", "build"]
     total = len(cfg.boards) * len(cfg.backends) * len(steps)
@@ -122,32 +147,61 @@ def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Optional[Path], o
             board = get_board(board_name)
             if cfg.clock_mhz is not None:
                 board = dataclasses.replace(board, clock_mhz=float(cfg.clock_mhz))
-            for backend_name in cfg.backends:
+            for backend_name, network in networks.items():
                 where = out_dir / board.name / backend_name
-                result = generate_project(
-                    net, board, where, io_type=io_type, max_utilization=cfg.max_utilization,
-                    reuse_factor=cfg.reuse_factor, strategy=cfg.strategy, x_nchw=x, reference=reference,
-                    build=cfg.build,
+                result = get_backend(backend_name).generate(
+                    network, board, where, cfg.backend(backend_name), x=x, reference=reference, build=cfg.build,
+                    max_utilization=cfg.max_utilization,
                     on_step=lambda s, b=board.name: update(advance=1, description=f"hwgen {b}: {s}"))
+                if not (where / "fit_report.md").is_file():  # every project has its fit report
+                    write_text(where / "fit_report.md", result.fit.table() + "\n")
                 summary = result.summary()
                 summary["dir"] = str(where.relative_to(out_dir))
                 projects.append(summary)
+                index.append({"board": board.name, "backend": backend_name,
+                              "path": str(Path(out_dir.name) / board.name / backend_name),
+                              "fits": summary["fits"], "csim": summary["csim"]})
                 outputs[f"{board.name}.{backend_name}"] = where
                 csim = result.csim
                 log.info("hwgen %s/%s: %s, interval %d cycles (estimated), %s", board.name, backend_name,
-                         ", ".join(f"RF {k}={v}" for k, v in result.fit.reuse_factors().items()),
+                         ", ".join(f"RF {k}={v}" for k, v in summary["reuse_factors"].items()),
                          result.fit.interval_cycles,
                          f"csim {csim.exact_matches}/{csim.samples} bit-exact (simulated)" if csim else "no csim")
-    if not net.float32_reference_exact:
+    float32_exact = all(layer.accum_type.float_exact(24) for layer in graph.compute_layers)
+    if not float32_exact:
         log.warning("hwgen: an accumulator is wider than 24 bits: the float32 QONNX reference may round where the "
                     "accelerator is exact; a csim difference can then come from the reference")
-    report = {"model": str(qonnx_path), "io_type": io_type, "input_type": net.input_type.ap(),
-              "float32_reference_exact": net.float32_reference_exact,
-              "output_type": net.output_type.ap(), "layers": net.summary(), "quant_json": json_check,
-              "golden": golden_check, "projects": projects}
+    report = {"model": str(qonnx_path), "io_type": io_type, "input_type": graph.input.type.ap(),
+              "float32_reference_exact": float32_exact,
+              "output_type": graph.output.type.ap(), "layers": hls.summary() if hls is not None else _ir_summary(graph),
+              "quant_json": json_check, "golden": golden_check, "projects": projects}
     outputs["report"] = write_json(out_dir / "report.json", report)
+    outputs["index"] = write_json(out_dir / "index.json", index)
     outputs["summary"] = write_text(out_dir / "report.md", _markdown(report, out_dir))
     return outputs
+
+
+def resolve_io_type(net, io_type: str) -> str:
+    from potatura.hwgen.hls4ml.project import resolve_io_type as resolve
+
+    return resolve(net, io_type)
+
+
+def _backend_networks(cfg: HwgenConfig, source) -> dict[str, object]:
+    """What each backend generates from: checked against its operator table (UnsupportedError otherwise)."""
+    networks = {}
+    for name in cfg.backends:
+        backend = get_backend(name)
+        problems = backend.supports(source.graph)
+        if problems:
+            raise UnsupportedError(f"hwgen ({name} backend), {source.source}: " + "; ".join(problems))
+        networks[name] = backend.network(source) if hasattr(backend, "network") else source
+    return networks
+
+
+def _ir_summary(graph: Graph) -> list[dict]:
+    return [{"layer": layer.name, "kind": layer.op.value, "in": list(layer.in_shape), "out": list(layer.out_shape),
+             "result": layer.result_type.hls()} for layer in graph.layers if layer.inputs]
 
 
 def _markdown(report: dict, out_dir: Path) -> str:
@@ -176,7 +230,7 @@ def run(ctx: StageContext) -> dict:
     return run_hwgen(cfg, ctx.input("quant", "qonnx"), golden, ctx.out_dir, quant_json, ctx.log, ctx.progress)
 
 
-def headline(stage_dir: Path) -> Optional[str]:
+def headline(stage_dir: Path) -> str | None:
     """One line per project for the end-of-run report, from report.json."""
     from potatura.artifacts import read_json
 
@@ -210,4 +264,8 @@ STAGE = Stage(
     description="hls4ml accelerator projects per board, fitted and checked bit-exact in C simulation",
     headline=headline,
     fingerprint=fingerprint,
+    # Per project also "<board>.<backend>" (a folder); later stages find projects through the index.
+    outputs=(Output("report", formats.JSON, "report.json"), Output("index", formats.PROJECT_INDEX, "index.json")),
+    inputs=(Input("quant", "qonnx"), Input("quant", "golden", optional=True),
+            Input("quant", "quant_json", optional=True)),
 )

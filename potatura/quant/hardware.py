@@ -7,26 +7,28 @@ only a warning (argmax agreement 38%). So potatura sends a model to hardware onl
 
 - every Quant node has a power-of-two scale and a zero point of 0,
 - every Conv/Gemm bias is an integer (a Quant node) or absent,
-- the graph uses only operators the backends implement,
+- the graph uses only operators the backend implements: the backend's one operator table
+  (potatura.hw.backends), the table hwgen's backend checks too,
 - the QONNX integer reference equalled Brevitas on every checked sample.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
 from potatura.errors import DataError, UnsupportedError
+from potatura.hw.backends import unsupported_onnx_ops
 
-HARDWARE_OPS = ("Quant", "Conv", "Gemm", "MatMul", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Add",
-                "Concat", "Flatten", "Reshape", "Transpose")
+DEFAULT_BACKEND = "hls4ml"
 
 
 def hardware_problems(tensors: dict[str, dict], biases: dict[str, str], ops: list[str],
-                      reference_check: Optional[dict]) -> list[str]:
-    """Every reason the model is not hardware-ready (empty: ready). Inputs as in quant.json."""
+                      reference_check: dict | None, backend: str = DEFAULT_BACKEND) -> list[str]:
+    """Every reason the model is not ready for `backend` (empty: ready). Inputs as in quant.json;
+    ops: the ONNX operator types of the exported QONNX model."""
     problems = []
     not_pot = [name for name, t in tensors.items() if not t["power_of_two"]]
     if not_pot:
@@ -37,9 +39,9 @@ def hardware_problems(tensors: dict[str, dict], biases: dict[str, str], ops: lis
     float_bias = [node for node, kind in biases.items() if kind == "float"]
     if float_bias:
         problems.append(f"float biases in {_few(float_bias)} (set quant.bias_bits, e.g. 32)")
-    other_ops = sorted(set(ops) - set(HARDWARE_OPS))
+    other_ops = unsupported_onnx_ops(backend, ops)
     if other_ops:
-        problems.append(f"operators without a hardware implementation: {', '.join(other_ops)}")
+        problems.append(f"operators the {backend} backend does not build: {', '.join(other_ops)}")
     if reference_check is None:
         problems.append("the QONNX integer reference was not checked against Brevitas")
     elif not reference_check.get("exact"):
@@ -54,7 +56,7 @@ def _few(names: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def require_hardware_ready(quant_json: Union[str, Path, dict[str, Any]], backend: str = "a hardware backend") -> dict:
+def require_hardware_ready(quant_json: str | Path | dict[str, Any], backend: str = "a hardware backend") -> dict:
     """Raise UnsupportedError unless quant.json (a path or its parsed dict) says the model is
     hardware-ready; return the parsed quant.json. hwgen calls this before generating anything."""
     if isinstance(quant_json, dict):

@@ -8,8 +8,9 @@ is the golden model each hardware stage is compared with.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from potatura.errors import DataError
 
 
 def execute_qonnx(model_or_path: Any, x: np.ndarray, batch_size: int = 256,
-                  on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Outputs of the QONNX graph for float32 inputs `x` [N, C, H, W] (the layout the graph takes).
 
     The graph's batch dimension is rewritten to `batch_size`; the last batch is zero-padded and
@@ -92,3 +93,32 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> ReferenceCheck:
         max_abs_difference=float(diff.max()) if diff.size else 0.0,
         argmax_agreement=float(np.mean(flat_r.argmax(1) == flat_c.argmax(1))) if len(flat_r) else 0.0,
     )
+
+
+def golden_codes(quant_info: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Integer codes of the golden inputs and outputs: x_codes/x_exponent, y_codes/y_exponent.
+
+    value = code * 2**exponent. x_codes are the codes the model's input Quant gives x (what an
+    accelerator takes; same layout as x); y_codes are the reference outputs on the output grid.
+    Returns {} when the scales are not powers of two (no fixed-point grid); leaves y out when the
+    float32 reference values are not on the output grid (an accumulator wider than 24 bits).
+    """
+    from qonnx.custom_op.general.quant import quant
+
+    from potatura.hw.types import po2_exponent
+
+    entry = (quant_info.get("tensors") or {}).get(quant_info.get("input", {}).get("quantized_by") or "")
+    out_scale = quant_info.get("output", {}).get("scale")
+    if entry is None or out_scale is None:
+        return {}
+    x_exp, y_exp = po2_exponent(float(entry["scale"])), po2_exponent(float(out_scale))
+    if x_exp is None or y_exp is None or np.any(np.asarray(entry["zero_point"]) != 0):
+        return {}
+    q = quant(np.asarray(x, dtype=np.float64), np.float64(entry["scale"]), np.float64(0.0),
+              np.float64(entry["bit_width"]), int(entry["signed"]), int(entry["narrow"]), entry["rounding_mode"])
+    x_codes = np.asarray(q, dtype=np.float64) / 2.0 ** x_exp
+    out = {"x_codes": np.rint(x_codes).astype(np.int64), "x_exponent": np.int64(x_exp)}
+    y_codes = np.asarray(y, dtype=np.float64) / 2.0 ** y_exp
+    if np.all(y_codes == np.rint(y_codes)):
+        out.update(y_codes=np.rint(y_codes).astype(np.int64), y_exponent=np.int64(y_exp))
+    return out

@@ -22,7 +22,30 @@ def run(ctx: StageContext) -> dict:
                        progress=ctx.progress, reference_model=reference)
     if not outcome.summary["hardware_ready"]:
         ctx.log.warning("quant: not hardware-ready: %s", "; ".join(outcome.summary["hardware_problems"]))
+    add_golden_codes(outcome.paths["golden"], outcome.quant_info, ctx.log)
     return dict(outcome.paths)
+
+
+def add_golden_codes(golden_path, quant_info: dict, log=None) -> list[str]:
+    """Add x_codes/x_exponent and y_codes/y_exponent (value = code * 2**exponent) to golden.npz.
+
+    Keeps x and y as they are (float32). Returns the names added (none without a fixed-point grid).
+    """
+    import numpy as np
+
+    from potatura.artifacts import atomic_path
+    from potatura.quant.reference import golden_codes
+
+    with np.load(golden_path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    codes = golden_codes(quant_info, arrays["x"], arrays["y"])
+    if codes and "y_codes" not in codes and log is not None:
+        log.warning("quant: golden y is not on the output grid in float32 (accumulator over 24 bits): "
+                    "golden.npz gets x_codes but no y_codes")
+    if codes:
+        with atomic_path(golden_path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays, **codes)
+    return sorted(codes)
 
 
 def headline(stage_dir) -> str | None:

@@ -173,6 +173,20 @@ class Accelerator:
             self._occupancy = [tr.max_occupancy(i) for i in range(len(self.network.fifos))]
         return self._occupancy
 
+    def core_cycles(self, batch: int = 3) -> tuple[int, int]:
+        """(latency, interval) of the layers alone, the AXI-stream wrapper left out: the figures a C-synthesis
+        report of hls4ml's plain top function (Vivado backend) gives. Latency: first layer's first step
+        to the cycle the last output token is written, first sample; interval: the busiest layer's
+        cycles per sample."""
+        net = self.network
+        core = [i for i, m in enumerate(net.modules) if m.op not in ("axi_in", "axi_out")]
+        tr = self.trace(batch)
+        start = min(int(tr.first_start[i, 0]) for i in core)
+        out = net.fifos[net.modules[net.module_index("axi_out")].program[-1].reads[0]]
+        end = int(tr.writes[net.fifos.index(out)][out.tokens_per_sample - 1])
+        interval = max(sum(step.busy for step in net.modules[i].program) for i in core)
+        return end - start, interval
+
     def size_fifos(self, samples: int = SIZING_SAMPLES) -> dict[str, int]:
         """The smallest depth of every FIFO keeping the latency and interval of unbounded FIFOs.
 

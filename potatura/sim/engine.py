@@ -3,10 +3,11 @@
 A module runs a program of steps (one pipelined loop iteration each): a step starts no earlier
 than `busy` cycles after the previous step of the same module started (its initiation interval)
 and not before every token it reads is in its FIFOs (a token written at cycle w is readable at
-w + 1); it reads them at its start and writes its tokens `depth` cycles later (the pipeline depth),
-or later when a FIFO is full: a write of token k into a FIFO of depth D needs token k - D read at
-least a cycle before. A delayed write stalls the module's pipeline: the next step starts that much
-later. This is how HLS dataflow processes with hls::stream FIFOs behave.
+w + the FIFO's latency: 1 for an hls::stream, 0 for a wire between the layers of one pipelined
+function); it reads them at its start and writes its tokens `depth` cycles later (the pipeline
+depth), or later when a FIFO is full: a write of token k into a FIFO of depth D needs token k - D
+read at least a cycle before. A delayed write stalls the module's pipeline: the next step starts
+that much later. This is how HLS dataflow processes with hls::stream FIFOs behave.
 
 The engine never steps cycles one by one: it resolves the cycle of every read and write in
 dependency order (a module advances until it needs a token or a free slot that another module
@@ -52,6 +53,7 @@ class Fifo:
     writer: int = -1
     reader: int = -1
     tokens_per_sample: int = 0
+    latency: int = 1  # cycles from a write until the token can be read (1: an hls::stream FIFO; 0: a wire)
 
 
 @dataclass
@@ -84,6 +86,7 @@ def simulate(modules: Sequence[Module], fifos: Sequence[Fifo], samples: int = 1,
     n_f = len(fifos)
     depth = [f.depth for f in fifos] if depths is None else list(depths)
     totals = [f.tokens_per_sample * samples for f in fifos]
+    fifo_latency = [f.latency for f in fifos]
     w_time = [np.full(t, -1, dtype=np.int64) for t in totals]
     r_time = [np.full(t, -1, dtype=np.int64) for t in totals]
     w_count = [0] * n_f
@@ -124,7 +127,7 @@ def simulate(modules: Sequence[Module], fifos: Sequence[Fifo], samples: int = 1,
                 if k >= w_count[f]:
                     stop = (f, "w", start)  # the token is not written yet
                     break
-                avail = int(w_time[f][k]) + 1
+                avail = int(w_time[f][k]) + fifo_latency[f]
                 if avail > start:
                     start = avail
             if stop is None:

@@ -27,12 +27,30 @@ def _type(layer: Layer, name: str) -> FixedType:
     return t
 
 
-def matvec(x: np.ndarray, layer: Layer, w: np.ndarray) -> np.ndarray:
+def _exact_float(layer: Layer, x: np.ndarray, w: np.ndarray):
+    """A float dtype whose BLAS matrix product of x and w is exact (every partial sum < 2**24 or
+    2**53 in magnitude), or None. Only for wrapping accumulators that keep every fractional bit,
+    whose sums are order-free (modular)."""
+    in_t, w_t, acc_t = layer.input_type, layer.weight_type, layer.accum_type
+    if acc_t is None or acc_t.saturation != "WRAP" or acc_t.frac < in_t.frac + w_t.frac:
+        return None
+    x_max = max(abs(int(x.min(initial=0))), abs(int(x.max(initial=0))), 1)
+    w_max = max(abs(int(w.min(initial=0))), abs(int(w.max(initial=0))), 1)
+    bound = x_max * w_max * w.shape[0]
+    if bound < 2 ** 24:
+        return np.float32
+    if bound < 2 ** 53:
+        return np.float64
+    return None
+
+
+def matvec(x: np.ndarray, layer: Layer, w: np.ndarray, dtype=None) -> np.ndarray:
     """Dense products of x (M, n_in) codes with w (n_in, n_out) codes -> accumulator codes (M, n_out).
 
     Wrapping accumulators that keep every fractional bit are order-free (modular sums): one exact
-    matrix product (float64 BLAS when every partial sum stays below 2**53, else int64/object).
-    Otherwise the per-input loop of dense_latency runs with a cast after every step.
+    matrix product (float32/float64 BLAS when every partial sum stays exact, see _exact_float; else
+    int64 or object). Otherwise the per-input loop of dense_latency runs with a cast after every step.
+    x may already be in `dtype` (a float copy made while gathering conv windows).
     """
     in_t, w_t, acc_t = _type(layer, "input_type"), _type(layer, "weight_type"), _type(layer, "accum_type")
     prod_frac = in_t.frac + w_t.frac
@@ -42,18 +60,15 @@ def matvec(x: np.ndarray, layer: Layer, w: np.ndarray) -> np.ndarray:
         bias = np.zeros(w.shape[1], dtype=np.int64)
     if acc_t.saturation == "WRAP" and acc_t.frac >= prod_frac:
         shift = acc_t.frac - prod_frac
-        x_max = max(abs(int(x.min(initial=0))), abs(int(x.max(initial=0))), 1)
-        w_max = max(abs(int(w.min(initial=0))), abs(int(w.max(initial=0))), 1)
-        bound = x_max * w_max * w.shape[0]
-        if bound < 2 ** 53:
-            total = np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
-        elif bound < 2 ** 62:
-            total = x.astype(np.int64) @ w.astype(np.int64)
+        dtype = dtype or _exact_float(layer, x, w)
+        if dtype is not None:
+            total = (x.astype(dtype, copy=False) @ w.astype(dtype)).astype(np.int64)
         else:
-            total = x.astype(object) @ w.astype(object)
-        total = fixed.as_codes(total, bound.bit_length() + shift + 2)
-        return fixed.overflow(fixed.as_codes(total << shift if shift else total, bound.bit_length() + shift + 2)
-                              + bias, acc_t)
+            wide = fixed._bits(fixed.as_codes(x)) + fixed._bits(fixed.as_codes(w)) + w.shape[0].bit_length()
+            total = (x.astype(object) @ w.astype(object)) if wide > fixed.SAFE_BITS else \
+                x.astype(np.int64) @ w.astype(np.int64)
+        total = fixed.as_codes(total, fixed._bits(fixed.as_codes(total)) + shift + 1)
+        return fixed.overflow((total << shift if shift else total) + bias, acc_t)
     products = fixed.multiply(x[:, :, None], w[None, :, :], in_t, w_t)  # (M, n_in, n_out)
     mult = fixed.cast(products, prod_frac, acc_t)
     acc = np.broadcast_to(bias, (x.shape[0], w.shape[1]))
@@ -81,12 +96,14 @@ def windows(x: np.ndarray, kernel, stride) -> np.ndarray:
 
 
 def conv2d(layer: Layer, x: np.ndarray) -> np.ndarray:
-    xp = pad_hw(x, layer.pads)
+    w = np.asarray(layer.weight_codes)  # (O, KH, KW, I)
+    w2 = w.reshape(w.shape[0], -1).T
+    dtype = _exact_float(layer, x, w2)
+    xp = pad_hw(x.astype(dtype) if dtype is not None else x, layer.pads)
     win = windows(xp, layer.kernel, layer.stride)
     n, oh, ow = win.shape[:3]
     cols = win.reshape(n * oh * ow, -1)  # (kh, kw, c) order
-    w = np.asarray(layer.weight_codes)  # (O, KH, KW, I)
-    acc = matvec(cols, layer, w.reshape(w.shape[0], -1).T)
+    acc = matvec(cols, layer, w2, dtype)
     out = fixed.cast(acc, _type(layer, "accum_type"), _type(layer, "result_type"))
     return out.reshape(n, oh, ow, -1)
 

@@ -38,27 +38,30 @@ from potatura.sim.engine import Fifo, Module, Step
 from potatura.sim.errors import SimError
 from potatura.sim.functional import tokens
 
-# Pipeline depths (cycles) assumed by the model.
-MULT_DEPTH_LUT = 1  # a product both of whose operands are <= 10 bits: LUT logic, one register stage
-MULT_DEPTH_DSP = 3  # a DSP48 multiply, fully pipelined
+# Pipeline depths. Vivado/Vitis HLS chain operators combinationally within a clock period and
+# register only when the period is used up, so a depth is the combinational delay of the datapath
+# divided by the usable period. The delays (ns) are calibrated on hls4ml's published C-synthesis
+# reports (tests/sim/data/hls4ml_baselines.json: e.g. Dense(64) on one input + ReLU estimated at
+# 2.9 ns, 0 cycles, at 200 MHz); an assumption of this model, not a vendor figure.
+T_MULT_NS = 2.0  # a product by a constant weight (<= 18 bits: DSP or LUT)
+T_ADD_NS = 0.6  # one adder (or comparator) level
+USABLE_PERIOD = 0.9  # fraction of the clock period HLS schedules into (the rest: clock uncertainty)
 RESOURCE_OVERHEAD = 4  # dense_resource: weight ROM read (2) + accumulate (1) + result register (1)
-ELEMENTWISE_DEPTH = 1  # relu, cast, add, concatenate, clone, zero padding: one register stage
+DIVIDER_EXTRA = 5  # a sequential divider (average pooling by a count that is not a power of two): width + 5
+ELEMENTWISE_DEPTH = 0  # relu, cast, add, concatenate, clone, zero padding: the FIFO write is the register
 AXI_WORD_BITS = 32  # the wrapper's stream word (float)
-PARALLEL_FIFO_DEPTH = 2  # io_parallel: ping-pong buffers between dataflow processes
+PARALLEL_FIFO_DEPTH = 2  # io_parallel: buffers between layers (arrays)
 LINEBUFFER_SHIFT = 2  # Resource conv: cycles of a pixel that only shifts the line buffer
 
 
-def adder_depth(n_terms: int) -> int:
-    """Cycles of a balanced adder tree over n_terms at ~two adder levels per cycle (100-200 MHz)."""
-    levels = math.ceil(math.log2(max(n_terms, 1))) if n_terms > 1 else 0
-    return (levels + 1) // 2 + 1
+def adder_levels(n_terms: int) -> int:
+    return math.ceil(math.log2(n_terms)) if n_terms > 1 else 0
 
 
-def mult_depth(layer: Layer) -> int:
-    if layer.input_type is not None and layer.weight_type is not None and \
-            max(layer.input_type.width, layer.weight_type.width) <= 10:
-        return MULT_DEPTH_LUT
-    return MULT_DEPTH_DSP
+def comb_cycles(delay_ns: float, clock_mhz: float) -> int:
+    """Register stages a combinational path of delay_ns needs at clock_mhz (0: it fits one cycle)."""
+    period = 1000.0 / clock_mhz * USABLE_PERIOD
+    return int(delay_ns // period)
 
 
 @dataclass
@@ -72,16 +75,33 @@ class LayerTiming:
     reuse_factor: int
 
 
-def matvec_timing(layer: Layer, choice: dict) -> LayerTiming:
+def matvec_timing(layer: Layer, choice: dict, clock_mhz: float) -> LayerTiming:
     """One constant matrix-vector product of a conv/dense layer with its reuse factor and strategy."""
     rf = int(choice.get("reuse_factor", 1) or 1)
     strategy = str(choice.get("strategy", "latency")).lower()
-    n_in = layer.n_in
     if strategy == "resource":
         # ReuseLoop: RF iterations pipelined at II 1 (rewind), then the accumulators.
         return LayerTiming(rf, rf + RESOURCE_OVERHEAD, strategy, rf)
-    # dense_latency under PIPELINE II=RF: every product scheduled on ceil(n/RF) multipliers.
-    return LayerTiming(rf, rf - 1 + mult_depth(layer) + adder_depth(n_in + 1) + 1, strategy, rf)
+    # dense_latency under PIPELINE II=RF: the products of ceil(n/RF) multipliers, then the adder tree
+    # over n_in products and the bias.
+    per_rf_inputs = math.ceil(layer.n_in / rf)
+    delay = T_MULT_NS + T_ADD_NS * adder_levels(per_rf_inputs + 1)
+    return LayerTiming(rf, rf - 1 + comb_cycles(delay, clock_mhz), strategy, rf)
+
+
+def pool_depth(layer: Layer, clock_mhz: float) -> int:
+    """Max: a comparator tree over the window; average: an adder tree, then the division by the
+    window's count (a shift for a constant power of two, else a sequential divider of the accumulator's
+    width)."""
+    kh, kw = layer.kernel if layer.op != Op.GLOBAL_AVGPOOL else layer.in_shape[:2]
+    depth = comb_cycles(T_ADD_NS * adder_levels(kh * kw), clock_mhz)
+    if layer.op in (Op.AVGPOOL2D, Op.GLOBAL_AVGPOOL):
+        # count_pad false: with padding the divisor is a per-window variable (a divider in any case).
+        variable = layer.op == Op.AVGPOOL2D and any(layer.pads)
+        if variable or (kh * kw) & (kh * kw - 1):
+            width = (layer.accum_type or layer.input_type).width
+            depth += width + DIVIDER_EXTRA
+    return depth
 
 
 def io_type_of(design: Design) -> str:
@@ -135,7 +155,9 @@ class Network:
     def _new_fifo(self, name: str, layer: Layer, default_depth: int) -> int:
         n_tok = tokens(layer.out_shape)[0] if self.io_type == "io_stream" else 1
         depth = self.design.fifo_depths.get(name, default_depth)
-        self.fifos.append(Fifo(name, int(depth), tokens_per_sample=n_tok))
+        # io_parallel: the layers of one pipelined top function, joined by wires.
+        latency = 1 if self.io_type == "io_stream" else 0
+        self.fifos.append(Fifo(name, int(depth), tokens_per_sample=n_tok, latency=latency))
         return len(self.fifos) - 1
 
     def _outputs(self, layer: Layer) -> list[int]:
@@ -219,10 +241,10 @@ class Network:
             kh, kw = layer.kernel
             sh, sw = layer.stride
             if op == Op.CONV2D:
-                t = matvec_timing(layer, choice)
+                t = matvec_timing(layer, choice, self.design.clock_mhz)
                 resource = t.strategy == "resource"
             else:
-                t = LayerTiming(1, 1 + adder_depth(kh * kw), "latency", 1)
+                t = LayerTiming(1, pool_depth(layer, self.design.clock_mhz), "latency", 1)
                 resource = False
             prog = []
             for y in range(h):
@@ -237,18 +259,21 @@ class Network:
             info = {"reuse_factor": t.reuse_factor, "strategy": t.strategy} if op == Op.CONV2D else {}
             self._add(layer.name, op.value, prog, layer.name, ii, _unstalled_latency(prog), **info)
         elif op == Op.DENSE:
-            t = matvec_timing(layer, choice)
+            # nnet::dense: DataPrepare reads the tokens, dense_wrapper (PIPELINE II=RF) computes, ResWrite
+            # writes one token; the three loops flatten into one pipeline: a new sample every
+            # (tokens - 1) + RF cycles, the result one loop transition after the computation.
+            t = matvec_timing(layer, choice, self.design.clock_mhz)
             n_in_tok = self.fifos[ins[0]].tokens_per_sample
             n_out_tok = tokens(layer.out_shape)[0]
-            prog = [Step(1, 0, (ins[0],), ()) for _ in range(n_in_tok)]
-            prog.append(Step(t.latency, 0))
-            prog += [Step(1, ELEMENTWISE_DEPTH, (), (f_out,)) for _ in range(n_out_tok)]
+            prog = [Step(1, 0, (ins[0],), ()) for _ in range(n_in_tok - 1)]
+            prog.append(Step(t.ii, t.latency + 1, (ins[0],), (f_out,)))
+            prog += [Step(1, ELEMENTWISE_DEPTH, (), (f_out,)) for _ in range(n_out_tok - 1)]
             self._add(layer.name, op.value, prog, layer.name, t.ii, _unstalled_latency(prog),
                       reuse_factor=t.reuse_factor, strategy=t.strategy)
         elif op == Op.GLOBAL_AVGPOOL:
             n_tok = self.fifos[ins[0]].tokens_per_sample
             prog = [Step(1, 0, (ins[0],), ()) for _ in range(n_tok)]
-            prog.append(Step(1, adder_depth(layer.in_shape[2]), (), (f_out,)))
+            prog.append(Step(1, pool_depth(layer, self.design.clock_mhz) + 1, (), (f_out,)))
             self._add(layer.name, op.value, prog, layer.name, 1, _unstalled_latency(prog))
         elif op in (Op.RELU, Op.QUANT, Op.ADD, Op.CONCAT):
             n_tok = tokens(layer.out_shape)[0]
@@ -260,19 +285,17 @@ class Network:
     def _parallel_layer(self, layer: Layer, choice: dict, ins: list[int], f_out: int) -> None:
         op = layer.op
         if op == Op.DENSE:
-            t = matvec_timing(layer, choice)
+            t = matvec_timing(layer, choice, self.design.clock_mhz)
             ii, lat, info = t.ii, t.latency, {"reuse_factor": t.reuse_factor, "strategy": t.strategy}
         elif op == Op.CONV2D:
             # conv_2d_cl io_parallel: the output pixels / PF matrix-vector products, pipelined at II = RF.
-            t = matvec_timing(layer, choice)
+            t = matvec_timing(layer, choice, self.design.clock_mhz)
             pf = int(choice.get("parallelization_factor", 1) or 1)
             steps = math.ceil(layer.out_pixels / pf)
             ii, lat = steps * t.ii, (steps - 1) * t.ii + t.latency
             info = {"reuse_factor": t.reuse_factor, "strategy": t.strategy, "parallelization_factor": pf}
-        elif op in (Op.MAXPOOL2D, Op.AVGPOOL2D):
-            ii, lat, info = 1, 1 + adder_depth(layer.kernel[0] * layer.kernel[1]), {}
-        elif op == Op.GLOBAL_AVGPOOL:
-            ii, lat, info = 1, 1 + adder_depth(layer.in_shape[0] * layer.in_shape[1]), {}
+        elif op in (Op.MAXPOOL2D, Op.AVGPOOL2D, Op.GLOBAL_AVGPOOL):
+            ii, lat, info = 1, pool_depth(layer, self.design.clock_mhz), {}
         elif op in (Op.RELU, Op.QUANT, Op.ADD, Op.CONCAT):
             ii, lat, info = 1, ELEMENTWISE_DEPTH, {}
         else:

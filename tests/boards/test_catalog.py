@@ -7,7 +7,14 @@ import sys
 import pytest
 import yaml
 
-from potatura.boards.catalog import CATALOG_DIR, REQUIRED, _figures, get_board, load_catalog, parse_board
+from potatura.boards.catalog import (
+    CATALOG_DIR,
+    REQUIRED,
+    _figures,
+    get_board,
+    load_catalog,
+    parse_board,
+)
 from potatura.errors import ConfigError
 
 BOARDS = ["pynq-z1", "pynq-z2", "ultra96-v2", "zcu104", "kv260", "zcu102",
@@ -119,3 +126,31 @@ def test_cli_boards_list_and_show():
     unknown = _cli("boards", "show", "nope")
     assert unknown.returncode == 2
     assert "unknown board 'nope'; known boards: pynq-z1, pynq-z2" in unknown.stderr
+
+
+def _board_doc(name="pynq-z2"):
+    return yaml.safe_load((CATALOG_DIR / f"{name}.yaml").read_text())
+
+
+def test_backends_map_and_the_earlier_form(tmp_path):
+    assert get_board("zcu104").backend_option("hls4ml", "board") == "zcu102"
+    old = _board_doc()
+    old["shell"]["hls4ml_board"] = old.pop("backends")["hls4ml"]["board"]
+    (tmp_path / "pynq-z2.yaml").write_text(yaml.safe_dump(old))
+    board = parse_board(tmp_path / "pynq-z2.yaml")
+    assert board.backends == {"hls4ml": {"board": "pynq-z2"}} and board.resources() == get_board("pynq-z2").resources()
+    both = _board_doc()
+    both["shell"]["hls4ml_board"] = {"value": "pynq-z2", "source": "hls4ml 1.3.0"}
+    (tmp_path / "pynq-z2.yaml").write_text(yaml.safe_dump(both))
+    with pytest.raises(ConfigError, match="shell.hls4ml_board and backends.hls4ml are both set"):
+        parse_board(tmp_path / "pynq-z2.yaml")
+    for change, message in ((lambda d: d.pop("backends"), "no backends map"),
+                            (lambda d: d["backends"].update(hlsinf={"x": {"value": 1, "source": "a source"}}),
+                             "backends.hlsinf: unknown backend; known backends: hls4ml")):
+        doc = _board_doc()
+        change(doc)
+        (tmp_path / "pynq-z2.yaml").write_text(yaml.safe_dump(doc))
+        with pytest.raises(ConfigError, match=message):
+            parse_board(tmp_path / "pynq-z2.yaml")
+    with pytest.raises(ConfigError, match=r"pynq-z2.yaml: backends.hlsinf.board is missing"):
+        get_board("pynq-z2").backend_option("hlsinf", "board")

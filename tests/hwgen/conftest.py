@@ -101,9 +101,9 @@ def mlp_quant(quantize_model):
 def mlp_resource_project(mlp_quant, tmp_path_factory):
     """The MLP on pynq-z2, io_parallel, Resource strategy (fitter's RFs), compiled and csim-checked."""
     from potatura.boards.catalog import get_board
-    from potatura.hwgen.graph import read_network
-    from potatura.hwgen.project import generate_project, qonnx_reference
-    from potatura.hwgen.stage import load_golden
+    from potatura.hwgen.hls4ml.lowering import read_network
+    from potatura.hwgen.hls4ml.project import generate_project
+    from potatura.hwgen.stage import load_golden, qonnx_reference
 
     net = read_network(mlp_quant.paths["qonnx"])
     x, _ = load_golden(mlp_quant.paths["golden"])

@@ -7,8 +7,10 @@ flow, one io_parallel MLP with the Resource strategy); nothing here compiles aga
 import numpy as np
 
 from potatura.artifacts import file_sha256, read_json
-from potatura.hwgen.hls4ml_backend import check_types, run_csim
-from potatura.hwgen.project import qonnx_reference
+from potatura.hw.ir import load_design
+from potatura.hwgen.hls4ml.convert import check_types, run_csim
+from potatura.hwgen.hls4ml.lowering import read_network
+from potatura.hwgen.stage import qonnx_reference
 
 from .conftest import assert_bit_exact
 
@@ -74,3 +76,33 @@ def test_mlp_csim_exact_on_saturating_and_worst_case_inputs(mlp_resource_project
     assert csim.samples == len(xs) == 2 * w.shape[1] + 32
     assert csim.exact_matches == csim.samples, csim
     assert np.abs(y).max() > 0
+
+
+def test_cnn_project_holds_its_design_and_the_stage_indexes_it(cnn_flow, cnn_report, cnn_qonnx):
+    run_dir, outcomes = cnn_flow
+    (entry,) = read_json(run_dir / outcomes["hwgen"].outputs["index"])
+    assert entry["board"] == "pynq-z2" and entry["backend"] == "hls4ml" and entry["path"] == "hwgen/pynq-z2/hls4ml"
+    assert entry["fits"] and entry["csim"]["exact_matches"] == entry["csim"]["samples"] > 0
+    design = load_design(run_dir / entry["path"])
+    assert (design.backend, design.board, design.clock_mhz) == ("hls4ml", "pynq-z2", 100.0)
+    assert design.backend_info["io_type"] == "io_stream" and design.backend_info["project_name"] == "potatura_accel"
+    assert design.graph == read_network(cnn_qonnx).graph  # the lowered graph, weights included, exactly
+    (project,) = cnn_report["projects"]
+    chosen = {c["hls4ml_name"]: c["reuse_factor"] for c in design.layer_choices.values() if "reuse_factor" in c}
+    assert chosen == project["reuse_factors"]
+    assert set(design.fifo_depths) == {layer.name for layer in design.graph.layers[1:]}
+    conv0 = design.graph.compute_layers[0]
+    assert design.fifo_depths[conv0.name] == conv0.out_shape[0] * conv0.out_shape[1]
+
+
+def test_golden_holds_integer_codes_on_the_designs_grids(cnn_flow):
+    run_dir, outcomes = cnn_flow
+    design = load_design(run_dir / "hwgen" / "pynq-z2" / "hls4ml")
+    t_in, t_out = design.graph.input.type, design.graph.output.type
+    with np.load(run_dir / outcomes["quant"].outputs["golden"], allow_pickle=False) as g:
+        assert g["x_codes"].dtype == np.int64 and g["x_codes"].shape == g["x"].shape
+        assert int(g["x_exponent"]) == -t_in.frac and int(g["y_exponent"]) == -t_out.frac
+        expected = np.clip(np.rint(g["x"].astype(np.float64) * 2.0 ** t_in.frac), t_in.min_code, t_in.max_code)
+        assert np.array_equal(g["x_codes"], expected)
+        assert np.array_equal(g["y_codes"] * 2.0 ** int(g["y_exponent"]), g["y"].astype(np.float64))
+        assert g["y_codes"].min() >= t_out.min_code and g["y_codes"].max() <= t_out.max_code

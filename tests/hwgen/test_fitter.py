@@ -6,14 +6,21 @@ import pytest
 
 from potatura.boards.catalog import get_board, load_catalog
 from potatura.errors import ConfigError
-from potatura.hwgen.fitter import (FitError, _backend, bram18_blocks, estimate_layer, fit_network, fit_or_raise,
-                                   valid_reuse_factors)
-from potatura.hwgen.graph import read_network
+from potatura.hwgen.hls4ml.compat import hls4ml_valid_reuse_factors
+from potatura.hwgen.hls4ml.fitter import (
+    FitError,
+    bram18_blocks,
+    estimate_layer,
+    fit_network,
+    fit_or_raise,
+    valid_reuse_factors,
+)
+from potatura.hwgen.hls4ml.lowering import hls_name, read_network
 
 
 @pytest.mark.parametrize("n_in,n_out", [(9, 4), (36, 16), (64, 32), (144, 10), (7, 13)])
 def test_valid_reuse_factors_are_hls4ml_own(n_in, n_out):
-    assert list(valid_reuse_factors(n_in, n_out)) == _backend().get_valid_reuse_factors(n_in, n_out)
+    assert list(valid_reuse_factors(n_in, n_out)) == hls4ml_valid_reuse_factors(n_in, n_out)
 
 
 def test_bram18_blocks_pick_the_best_aspect_ratio():
@@ -77,12 +84,12 @@ def test_reuse_factor_overrides(cnn_qonnx):
     net = read_network(cnn_qonnx)
     board = get_board("zcu104")
     conv0 = net.compute_layers[0]
-    fixed = fit_network(net, board, "io_stream", reuse_factor={conv0.hls_name: 3})
-    assert fixed.reuse_factors()[conv0.hls_name] == 3
+    fixed = fit_network(net, board, "io_stream", reuse_factor={hls_name(conv0): 3})
+    assert fixed.reuse_factors()[hls_name(conv0)] == 3
     valid = ", ".join(map(str, valid_reuse_factors(conv0.n_in, conv0.n_out)))
     assert valid == "1, 3, 9, 18, 36"  # 9x4: hls4ml rejects 2, 4, 6, 12
     with pytest.raises(ConfigError, match=f"5 is not a valid reuse factor for layer Conv2D_Conv_0 \\(9x4\\); valid: {valid}$"):
-        fit_network(net, board, "io_stream", reuse_factor={conv0.hls_name: 5})
+        fit_network(net, board, "io_stream", reuse_factor={hls_name(conv0): 5})
     with pytest.raises(ConfigError, match="unknown layer"):
         fit_network(net, board, "io_stream", reuse_factor={"conv9": 1})
     snapped = fit_network(net, board, "io_stream", reuse_factor=5)

@@ -14,9 +14,9 @@ from potatura.boards.catalog import get_board
 from potatura.config import load_config
 from potatura.errors import ConfigError, UnsupportedError
 from potatura.flow import run_flow
-from potatura.hwgen.graph import read_network
-from potatura.hwgen.hls4ml_backend import check_types
-from potatura.hwgen.project import generate_project, vendor_tools
+from potatura.hwgen.hls4ml.convert import check_types
+from potatura.hwgen.hls4ml.lowering import read_network
+from potatura.hwgen.hls4ml.project import generate_project, vendor_tools
 from potatura.hwgen.reports import parse_csynth_xml, parse_utilization
 from potatura.hwgen.stage import cross_check_quant_json
 
@@ -31,7 +31,7 @@ def test_unchanged_flow_skips_hwgen(cnn_flow):
     assert [o.status for o in again] == ["skipped"] * 4
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["stages"]["hwgen"]["status"] == "done"
-    assert set(manifest["stages"]["hwgen"]["outputs"]) == {"pynq-z2.hls4ml", "report", "summary"}
+    assert set(manifest["stages"]["hwgen"]["outputs"]) == {"pynq-z2.hls4ml", "report", "summary", "index"}
 
 
 def test_unknown_board_in_the_flow_file():
@@ -76,7 +76,7 @@ def test_type_differences_are_caught(mlp_resource_project):
 
 
 def test_quant_json_gate_and_cross_check(mlp_quant, tmp_path):
-    net = read_network(mlp_quant.paths["qonnx"])
+    net = read_network(mlp_quant.paths["qonnx"]).graph
     ok = cross_check_quant_json(net, mlp_quant.paths["quant_json"])
     assert ok["consistent"] and ok["tensors_checked"] >= 7
     info = read_json(mlp_quant.paths["quant_json"])

@@ -16,7 +16,7 @@ from potatura.hw.types import OVERFLOW_MODES, QUANTIZATION_MODES, FixedType
 from potatura.sim import fixed
 
 AP_TYPES = Path(__import__("hls4ml").__file__).parent / "templates" / "vivado" / "ap_types"
-VALUES_PER_CASE = 850
+VALUES_PER_CASE = 1200
 
 
 def random_type(rng, max_width=96, modes=True) -> FixedType:
@@ -59,7 +59,7 @@ def code_of(bits: str, t: FixedType) -> int:
     return v
 
 
-def make_cases(seed=0, n_cases=120):
+def make_cases(seed=0, n_cases=84):
     """[(op, types, operand code lists / floats, expected codes)] covering every mode pair.
 
     -DNDEBUG below: the headers assert when a cast drops more bits than the source has (they then

@@ -1,7 +1,8 @@
 """hls4ml backend: QONNX network + fit -> hls4ml VivadoAccelerator project, C simulation.
 
 The hls4ml config is built with config_from_onnx_model(granularity='name') and every type is
-then set from potatura's own reading of the Quant nodes (potatura.hwgen.graph): nothing is left
+then set from potatura's own reading of the Quant nodes (potatura.hwgen.reader, lowered by
+potatura.hwgen.hls4ml.lowering): nothing is left
 to hls4ml's default ap_fixed<16,6>. After conversion the types hls4ml actually uses are checked
 against potatura's, layer by layer (`check_types`): a difference is a bug, not a warning.
 
@@ -19,14 +20,19 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from potatura.boards.catalog import Board
 from potatura.errors import PotaturaError
-from potatura.hwgen.fitter import FitResult
-from potatura.hwgen.graph import QuantizedNetwork
+from potatura.hwgen.hls4ml.compat import HLS4ML_BACKEND
+from potatura.hwgen.hls4ml.fitter import FitResult
+from potatura.hwgen.hls4ml.lowering import (
+    QuantizedNetwork,
+    config_key,
+    hls_name,
+    precisions,
+)
 
 PROJECT_NAME = "potatura_accel"
 INTERFACE = "axi_stream"
@@ -37,7 +43,7 @@ class CsimError(PotaturaError):
 
 
 @contextlib.contextmanager
-def quiet_stdout(log_path: Optional[Path] = None):
+def quiet_stdout(log_path: Path | None = None):
     """hls4ml prints its progress on stdout: keep it in a log file instead of the user's terminal."""
     buffer = io.StringIO()
     try:
@@ -55,13 +61,13 @@ def axi_output_type(net: QuantizedNetwork) -> str:
     return "float" if net.output_type.float_exact(24) else "double"
 
 
-def build_config(net: QuantizedNetwork, fit: FitResult, log_path: Optional[Path] = None) -> dict:
+def build_config(net: QuantizedNetwork, fit: FitResult, log_path: Path | None = None) -> dict:
     """The hls4ml config: granularity 'name', potatura's exact types, the fitter's RF and strategy."""
     import hls4ml
 
     with quiet_stdout(log_path):
         config = hls4ml.utils.config.config_from_onnx_model(
-            net.model, granularity="name", backend="VivadoAccelerator", default_precision="fixed<16,6>",
+            net.model, granularity="name", backend=HLS4ML_BACKEND, default_precision="fixed<16,6>",
             default_reuse_factor=1)
     names = config["LayerName"]
 
@@ -74,27 +80,27 @@ def build_config(net: QuantizedNetwork, fit: FitResult, log_path: Optional[Path]
             set_result(key, precision)
     for f in fit.layers:
         layer = f.layer
-        entry = names.setdefault(layer.onnx_name, {})
-        entry.setdefault("Precision", {}).update(layer.precisions())
+        entry = names.setdefault(config_key(layer), {})
+        entry.setdefault("Precision", {}).update(precisions(layer))
         if layer.has_weights:
             entry["ReuseFactor"] = int(f.estimate.reuse_factor)
             entry["Strategy"] = f.estimate.strategy
     return config
 
 
-def convert(net: QuantizedNetwork, board: Board, fit: FitResult, project_dir: Path, log_path: Optional[Path] = None):
+def convert(net: QuantizedNetwork, board: Board, fit: FitResult, project_dir: Path, log_path: Path | None = None):
     """Convert to an hls4ml ModelGraph (VivadoAccelerator, axi_stream) writing into project_dir."""
     import hls4ml
 
     config = build_config(net, fit, log_path)
-    kwargs = dict(board=board.hls4ml_board, part=board.part, clock_period=round(board.clock_period_ns, 3),
+    kwargs = dict(board=board.backend_option("hls4ml", "board"), part=board.part, clock_period=round(board.clock_period_ns, 3),
                   io_type=fit.io_type, interface=INTERFACE, driver="python", input_type="float",
                   output_type=axi_output_type(net))
     if board.platform:
         kwargs["platform"] = board.platform
     with quiet_stdout(log_path):
         model = hls4ml.converters.convert_from_onnx_model(
-            net.model, output_dir=str(project_dir), project_name=PROJECT_NAME, backend="VivadoAccelerator",
+            net.model, output_dir=str(project_dir), project_name=PROJECT_NAME, backend=HLS4ML_BACKEND,
             hls_config=config, **kwargs)
     return model
 
@@ -113,7 +119,7 @@ def check_types(net: QuantizedNetwork, hls_model) -> list[str]:
     backend = hls_model.config.backend
     expected: dict[str, dict[str, str]] = {net.input_name: {"result": net.input_type.hls()}}
     for layer in net.layers:
-        expected[layer.hls_name] = layer.precisions()
+        expected[hls_name(layer)] = precisions(layer)
     problems = []
     for layer in hls_model.get_layers():
         want = expected.get(layer.name)

@@ -22,7 +22,8 @@ The model, per conv/dense layer with n_in*n_out weights, z of them zero, reuse f
   io_stream layers form a dataflow pipeline: the interval is the slowest layer's, the latency
   about that plus the other layers' fill (HARDWARE.md section 2: not the sum, not the max).
 
-Valid reuse factors come from hls4ml itself (FPGABackend._validate_reuse_factor); the search
+Valid reuse factors come from hls4ml itself (FPGABackend._validate_reuse_factor, through
+potatura.hwgen.hls4ml.compat); the search
 picks, for the smallest achievable interval, the cheapest valid (strategy, RF) per layer that
 keeps every resource within max_utilization of the board, then spends what is left on latency.
 Constraints from hls4ml's HLS limits (project.tcl maximum_size 4096): the Latency strategy
@@ -33,12 +34,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 from potatura.boards.catalog import Board
 from potatura.errors import ConfigError, PotaturaError
-from potatura.hwgen.graph import Layer, QuantizedNetwork
+from potatura.hw.ir import Layer, Op
+from potatura.hwgen.hls4ml.compat import reuse_factor_is_valid
+from potatura.hwgen.hls4ml.lowering import QuantizedNetwork, config_key, hls_name
 
 DSP_MIN_WIDTH = 10
 LUT_PER_PRODUCT_BIT = 0.75
@@ -53,13 +56,6 @@ class FitError(PotaturaError):
     """No configuration of the model fits the board; the message holds the fit table."""
 
 
-@functools.lru_cache(maxsize=None)
-def _backend():
-    import hls4ml
-
-    return hls4ml.backends.get_backend("VivadoAccelerator")
-
-
 @functools.lru_cache(maxsize=4096)
 def valid_reuse_factors(n_in: int, n_out: int) -> tuple[int, ...]:
     """hls4ml's valid reuse factors for an n_in x n_out product, ascending.
@@ -72,8 +68,7 @@ def valid_reuse_factors(n_in: int, n_out: int) -> tuple[int, ...]:
     for d in range(1, math.isqrt(total) + 1):
         if total % d == 0:
             divisors.update((d, total // d))
-    backend = _backend()
-    return tuple(rf for rf in sorted(divisors) if backend._validate_reuse_factor(n_in, n_out, rf))
+    return tuple(rf for rf in sorted(divisors) if reuse_factor_is_valid(n_in, n_out, rf))
 
 
 _BRAM18_SHAPES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))  # width x depth
@@ -97,8 +92,8 @@ def _memory(width_bits: int, depth: int, threshold_bits: int = SRL_MAX_BITS) -> 
 class Estimate:
     """Resources (estimated) and cycles (estimated) of one layer in one configuration."""
 
-    strategy: Optional[str]
-    reuse_factor: Optional[int]
+    strategy: str | None
+    reuse_factor: int | None
     multipliers: int
     dsp: int
     lut: int
@@ -119,8 +114,37 @@ def _dsp_per_mult(a: int, b: int, family: str) -> int:
     return math.ceil(a / port_a) * math.ceil(b / 18)
 
 
-def estimate_layer(layer: Layer, io_type: str, family: str, strategy: Optional[str] = None,
-                   reuse_factor: Optional[int] = None) -> Estimate:
+# (layer, io_type, strategy, reuse_factor) -> (cycles, fill): the fitter's only source of timing.
+# The simulator (potatura.sim) replaces the default through fit_network(cycles_model=...).
+CyclesModel = Callable[[Layer, str, str | None, int | None], "tuple[int, int]"]
+
+
+def estimated_cycles(layer: Layer, io_type: str, strategy: str | None = None,
+                     reuse_factor: int | None = None) -> tuple[int, int]:
+    """(cycles the layer is busy per sample, cycles from its first input to its first output), estimated.
+
+    io_parallel dense RF + log2(n_in) + 3, conv out_h*out_w*RF; io_stream conv (padded H*W)*RF,
+    pool/activation H*W (one pixel per cycle).
+    """
+    h, w = (layer.in_shape[0], layer.in_shape[1]) if len(layer.in_shape) == 3 else (1, 1)
+    if layer.has_weights:
+        rf = reuse_factor or 1
+        log_in = math.ceil(math.log2(max(layer.n_in, 2)))
+        if layer.op == Op.CONV2D:
+            pt, pl, pb, pr = layer.pads
+            if io_type == "io_stream":
+                padded = (h + pt + pb) * (w + pl + pr)
+                return padded * rf, ((layer.kernel[0] - 1) * (w + pl + pr) + layer.kernel[1]) * rf + log_in + 3
+            cycles = layer.out_pixels * rf
+            return cycles, cycles + log_in + 3
+        return rf, rf + log_in + 3
+    cycles = h * w if io_type == "io_stream" else 1
+    fill = (layer.kernel[0] - 1) * w + layer.kernel[1] if layer.op == Op.MAXPOOL2D and io_type == "io_stream" else 2
+    return cycles, fill
+
+
+def estimate_layer(layer: Layer, io_type: str, family: str, strategy: str | None = None,
+                   reuse_factor: int | None = None, cycles_model: CyclesModel = estimated_cycles) -> Estimate:
     """Estimate one layer; strategy/reuse_factor apply to conv/dense layers only."""
     h, w = (layer.in_shape[0], layer.in_shape[1]) if len(layer.in_shape) == 3 else (1, 1)
     channels = layer.in_shape[-1]
@@ -147,53 +171,44 @@ def estimate_layer(layer: Layer, io_type: str, family: str, strategy: Optional[s
             mem = _memory(word, rf, threshold_bits=word * LUTRAM_MAX_DEPTH)
             lut += mem["lut"]
             bram += mem["bram18"]
-        log_in = math.ceil(math.log2(max(layer.n_in, 2)))
-        if layer.kind == "conv2d":
-            pt, pl, pb, pr = layer.pads
-            padded = (h + pt + pb) * (w + pl + pr)
+        if layer.op == Op.CONV2D:
+            pl, pr = layer.pads[1], layer.pads[3]
             if io_type == "io_stream":
-                cycles = padded * rf
-                fill = ((layer.kernel[0] - 1) * (w + pl + pr) + layer.kernel[1]) * rf + log_in + 3
                 for _ in range(layer.kernel[0] - 1):  # line buffers
                     mem = _memory(in_bits, (w + pl + pr) * channels)
                     lut += mem["lut"]
                     bram += mem["bram18"]
             else:
-                cycles = layer.out_pixels * rf
-                fill = cycles + log_in + 3
                 ff += math.prod(layer.out_shape) * out_bits
-        else:
-            cycles = rf
-            fill = rf + log_in + 3
-            if io_type == "io_parallel":
-                ff += layer.n_out * out_bits
+        elif io_type == "io_parallel":
+            ff += layer.n_out * out_bits
         est = dict(multipliers=mults, dsp=dsp)
     else:
         est = dict(multipliers=0, dsp=0)
-        pixels = h * w
-        if layer.kind == "maxpool2d":
+        if layer.op == Op.MAXPOOL2D:
             lut += math.prod(layer.out_shape) * in_bits if io_type == "io_parallel" else channels * in_bits * 3
             if io_type == "io_stream":
                 for _ in range(layer.kernel[0] - 1):
                     mem = _memory(in_bits, w * channels)
                     lut += mem["lut"]
                     bram += mem["bram18"]
-        elif layer.kind in ("relu", "quant"):
+        elif layer.op in (Op.RELU, Op.QUANT):
             lut += (math.prod(layer.out_shape) if io_type == "io_parallel" else channels) * out_bits
-        cycles = pixels if io_type == "io_stream" else 1
-        fill = (layer.kernel[0] - 1) * w + layer.kernel[1] if layer.kind == "maxpool2d" and io_type == "io_stream" else 2
     if io_type == "io_stream":
         # hls4ml's FIFO after every layer: H*W words of C values (its default depth).
         out_pixels = math.prod(layer.out_shape[:-1]) if len(layer.out_shape) == 3 else 1
         mem = _memory(layer.out_shape[-1] * out_bits, out_pixels)
         lut += mem["lut"]
         bram += mem["bram18"]
+    cycles, fill = cycles_model(layer, io_type, strategy if layer.has_weights else None,
+                                (reuse_factor or 1) if layer.has_weights else None)
     return Estimate(strategy if layer.has_weights else None, (reuse_factor or 1) if layer.has_weights else None,
                     lut=int(lut), ff=int(ff), bram18=int(bram), cycles=int(cycles), fill=int(fill), **est)
 
 
 def candidates(layer: Layer, io_type: str, family: str, strategies: Iterable[str] = STRATEGIES,
-               reuse_factors: Optional[Iterable[int]] = None) -> list[Estimate]:
+               reuse_factors: Iterable[int] | None = None,
+               cycles_model: CyclesModel = estimated_cycles) -> list[Estimate]:
     """Every allowed (strategy, valid RF) configuration of a conv/dense layer."""
     rfs = valid_reuse_factors(layer.n_in, layer.n_out) if reuse_factors is None else tuple(reuse_factors)
     out = []
@@ -203,7 +218,7 @@ def candidates(layer: Layer, io_type: str, family: str, strategies: Iterable[str
                 continue
             if strategy == "Resource" and math.ceil(layer.n_weights / rf) > HLS_MAX_PARTITION:
                 continue
-            out.append(estimate_layer(layer, io_type, family, strategy, rf))
+            out.append(estimate_layer(layer, io_type, family, strategy, rf, cycles_model))
     return out
 
 
@@ -254,15 +269,26 @@ class FitResult:
     def over_budget(self) -> list[str]:
         return [r for r in RESOURCES if self.totals[r] > self.budget[r]]
 
+    def layer_choices(self) -> dict[str, dict]:
+        """IR layer name -> what the backend builds for it (design.json's layer_choices)."""
+        out = {}
+        for f in self.layers:
+            choice = {"hls4ml_name": hls_name(f.layer), "io_type": self.io_type}
+            if f.layer.has_weights:
+                choice.update(strategy=f.estimate.strategy, reuse_factor=f.estimate.reuse_factor,
+                              parallelization_factor=1)
+            out[f.layer.name] = choice
+        return out
+
     def reuse_factors(self) -> dict[str, int]:
-        return {f.layer.hls_name: f.estimate.reuse_factor for f in self.layers if f.layer.has_weights}
+        return {hls_name(f.layer): f.estimate.reuse_factor for f in self.layers if f.layer.has_weights}
 
     def to_dict(self) -> dict:
         return {
             "board": self.board.name, "part": self.board.part, "io_type": self.io_type,
             "clock_mhz": self.board.clock_mhz, "max_utilization": self.max_utilization, "fits": self.fits,
             "figures": self.source,
-            "layers": [{"layer": f.layer.hls_name, "onnx_node": f.layer.onnx_name, "kind": f.layer.kind,
+            "layers": [{"layer": hls_name(f.layer), "onnx_node": config_key(f.layer), "kind": f.layer.op.value,
                         "strategy": f.estimate.strategy, "reuse_factor": f.estimate.reuse_factor,
                         "n_in": f.layer.n_in or None, "n_out": f.layer.n_out or None,
                         "zero_weights": f.layer.n_zeros if f.layer.has_weights else None,
@@ -286,7 +312,7 @@ class FitResult:
                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for f in self.layers:
             e = f.estimate
-            lines.append(f"| {f.layer.hls_name} | {f.layer.kind} | {e.strategy or '-'} | {e.reuse_factor or '-'} | "
+            lines.append(f"| {hls_name(f.layer)} | {f.layer.op.value} | {e.strategy or '-'} | {e.reuse_factor or '-'} | "
                          f"{e.multipliers:,} | {e.dsp:,} | {e.bram18:,} | {e.lut:,} | {e.ff:,} | {e.cycles:,} |"
                          + (f" {f.note}" if f.note else ""))
         t, b, d = self.totals, self.budget, self.board.resources()
@@ -301,39 +327,43 @@ class FitResult:
         return "\n".join(lines)
 
 
-def _fixed_estimates(net: QuantizedNetwork, io_type: str, family: str) -> list[Estimate]:
-    return [estimate_layer(layer, io_type, family) for layer in net.layers if not layer.has_weights]
-
-
 def fit_network(net: QuantizedNetwork, board: Board, io_type: str, max_utilization: float = 0.8,
-                reuse_factor: int | dict[str, int] | None = None, strategy: str = "auto") -> FitResult:
+                reuse_factor: int | dict[str, int] | None = None, strategy: str = "auto",
+                cycles_model: CyclesModel = estimated_cycles) -> FitResult:
     """Choose strategy and reuse factor per conv/dense layer for `board`; FitResult.fits says if it fits.
 
     reuse_factor: one RF for every layer (snapped to the nearest valid one per layer, noted in the
-    table) or {layer name (hls4ml or ONNX): RF} (must be valid); strategy: auto | latency | resource.
+    table) or {layer name (hls4ml or ONNX): RF} (must be valid); strategy: auto | latency | resource;
+    cycles_model: where the cycles of each layer choice come from (default: estimated_cycles).
     """
     if io_type not in ("io_parallel", "io_stream"):
-        raise ConfigError(f"hwgen.io_type: {io_type!r}; accepted: io_parallel, io_stream")
-    family = board.family
+        raise ConfigError(f"hwgen.backends.hls4ml.io_type: {io_type!r}; accepted: io_parallel, io_stream")
     strategies = STRATEGIES if strategy == "auto" else (strategy.capitalize(),)
+    options = layer_options(net, io_type, board.family, strategies, reuse_factor, cycles_model)
+    fixed = {hls_name(layer): estimate_layer(layer, io_type, board.family, cycles_model=cycles_model)
+             for layer in net.layers if not layer.has_weights}
+    return _search(net, board, io_type, max_utilization, options, fixed)
+
+
+def layer_options(net: QuantizedNetwork, io_type: str, family: str, strategies: tuple[str, ...],
+                  reuse_factor: int | dict[str, int] | None,
+                  cycles_model: CyclesModel = estimated_cycles) -> list[tuple[Layer, list[Estimate], str]]:
+    """(layer, its allowed configurations, note) per conv/dense layer, after the user's overrides."""
     if isinstance(reuse_factor, dict):
-        names = {layer.hls_name for layer in net.compute_layers} | {layer.onnx_name for layer in net.compute_layers}
+        names = {hls_name(layer) for layer in net.compute_layers} | {config_key(layer) for layer in net.compute_layers}
         unknown = sorted(set(reuse_factor) - names)
         if unknown:
             raise ConfigError(f"hwgen.reuse_factor: unknown layer(s) {', '.join(unknown)}; layers: "
-                              f"{', '.join(layer.hls_name for layer in net.compute_layers)}")
-    layers_options: list[tuple[Layer, list[Estimate], str]] = []
-    for layer in net.layers:
-        if not layer.has_weights:
-            continue
+                              f"{', '.join(hls_name(layer) for layer in net.compute_layers)}")
+    out: list[tuple[Layer, list[Estimate], str]] = []
+    for layer in net.compute_layers:
         valid = valid_reuse_factors(layer.n_in, layer.n_out)
         note = ""
-        rfs: Optional[tuple[int, ...]] = None
-        wanted = None
+        rfs: tuple[int, ...] | None = None
         if isinstance(reuse_factor, dict):
-            wanted = reuse_factor.get(layer.hls_name, reuse_factor.get(layer.onnx_name))
+            wanted = reuse_factor.get(hls_name(layer), reuse_factor.get(config_key(layer)))
             if wanted is not None and wanted not in valid:
-                raise ConfigError(f"hwgen.reuse_factor: {wanted} is not a valid reuse factor for layer {layer.hls_name} "
+                raise ConfigError(f"hwgen.reuse_factor: {wanted} is not a valid reuse factor for layer {hls_name(layer)} "
                                   f"({layer.n_in}x{layer.n_out}); valid: {', '.join(map(str, valid))}")
             rfs = (wanted,) if wanted is not None else None
         elif reuse_factor is not None:
@@ -341,20 +371,24 @@ def fit_network(net: QuantizedNetwork, board: Board, io_type: str, max_utilizati
             if nearest != reuse_factor:
                 note = f"RF {reuse_factor} invalid here, nearest valid {nearest}"
             rfs = (nearest,)
-        options = candidates(layer, io_type, family, strategies, rfs)
+        options = candidates(layer, io_type, family, strategies, rfs, cycles_model)
         if not options:
             # Only HLS partition limits can empty the list: fall back to the other strategy.
-            options = candidates(layer, io_type, family, STRATEGIES, rfs)
+            options = candidates(layer, io_type, family, STRATEGIES, rfs, cycles_model)
             note = (note + "; " if note else "") + "strategy forced by the 4096 partition limit"
         if not options:
-            raise ConfigError(f"hwgen: layer {layer.hls_name}: no reuse factor satisfies hls4ml's partition limit "
+            raise ConfigError(f"hwgen: layer {hls_name(layer)}: no reuse factor satisfies hls4ml's partition limit "
                               f"(ceil({layer.n_weights}/RF) <= {HLS_MAX_PARTITION}) among {rfs}")
-        layers_options.append((layer, options, note))
+        out.append((layer, options, note))
+    return out
 
-    fixed = {layer.hls_name: est for layer, est in
-             zip([x for x in net.layers if not x.has_weights], _fixed_estimates(net, io_type, family))}
+
+def _search(net: QuantizedNetwork, board: Board, io_type: str, max_utilization: float,
+            layers_options: list[tuple[Layer, list[Estimate], str]], fixed: dict[str, Estimate]) -> FitResult:
+    """The smallest interval whose cheapest configuration fits, then the latency the rest buys."""
     dev = board.resources()
     budget = {r: dev[r] * max_utilization for r in RESOURCES}
+    notes = {hls_name(layer): note for layer, _, note in layers_options}
 
     def cost(e: Estimate) -> float:
         return sum(getattr(e, r) / budget[r] if budget[r] > 0 else (math.inf if getattr(e, r) else 0.0)
@@ -362,26 +396,24 @@ def fit_network(net: QuantizedNetwork, board: Board, io_type: str, max_utilizati
 
     def assemble(choice: dict[str, Estimate]) -> FitResult:
         fits_layers = []
-        notes = {layer.hls_name: note for layer, _, note in layers_options}
         for layer in net.layers:
-            est = choice[layer.hls_name] if layer.has_weights else fixed[layer.hls_name]
-            fits_layers.append(LayerFit(layer, est, notes.get(layer.hls_name, "")))
+            est = choice[hls_name(layer)] if layer.has_weights else fixed[hls_name(layer)]
+            fits_layers.append(LayerFit(layer, est, notes.get(hls_name(layer), "")))
         result = FitResult(board, io_type, max_utilization, fits_layers, fits=False)
         result.fits = not result.over_budget()
         return result
 
-    def cheapest_within(limit: int) -> Optional[dict[str, Estimate]]:
+    def cheapest_within(limit: int) -> dict[str, Estimate] | None:
         choice = {}
         for layer, options, _ in layers_options:
             ok = [e for e in options if e.cycles <= limit]
             if not ok:
                 return None
-            choice[layer.hls_name] = min(ok, key=lambda e: (cost(e), e.cycles))
+            choice[hls_name(layer)] = min(ok, key=lambda e: (cost(e), e.cycles))
         return choice
 
     fixed_interval = max((e.cycles for e in fixed.values()), default=0)
     limits = sorted({e.cycles for _, options, _ in layers_options for e in options} | {fixed_interval})
-    best: Optional[FitResult] = None
     for limit in limits:
         if limit < fixed_interval:
             continue
@@ -390,13 +422,10 @@ def fit_network(net: QuantizedNetwork, board: Board, io_type: str, max_utilizati
             continue
         result = assemble(choice)
         if result.fits:
-            best = _spend_on_latency(result, choice, layers_options, assemble)
-            break
-    if best is None:
-        # Nothing fits: report the cheapest configuration of every layer.
-        choice = {layer.hls_name: min(options, key=lambda e: (cost(e), e.cycles)) for layer, options, _ in layers_options}
-        best = assemble(choice)
-    return best
+            return _spend_on_latency(result, choice, layers_options, assemble)
+    # Nothing fits: report the cheapest configuration of every layer.
+    return assemble({hls_name(layer): min(options, key=lambda e: (cost(e), e.cycles))
+                     for layer, options, _ in layers_options})
 
 
 def _spend_on_latency(result: FitResult, choice: dict[str, Estimate], layers_options, assemble) -> FitResult:
@@ -407,16 +436,16 @@ def _spend_on_latency(result: FitResult, choice: dict[str, Estimate], layers_opt
         improved = False
         best_gain, best_move = 0, None
         for layer, options, _ in layers_options:
-            current = choice[layer.hls_name]
+            current = choice[hls_name(layer)]
             for option in options:
                 if option.fill >= current.fill or option.cycles > interval:
                     continue
                 trial = dict(choice)
-                trial[layer.hls_name] = option
+                trial[hls_name(layer)] = option
                 candidate = assemble(trial)
                 gain = result.latency_cycles - candidate.latency_cycles
                 if candidate.fits and gain > best_gain:
-                    best_gain, best_move = gain, (layer.hls_name, option, candidate)
+                    best_gain, best_move = gain, (hls_name(layer), option, candidate)
         if best_move is not None:
             choice[best_move[0]] = best_move[1]
             result = best_move[2]
@@ -425,7 +454,7 @@ def _spend_on_latency(result: FitResult, choice: dict[str, Estimate], layers_opt
 
 
 def smallest_fitting_board(net: QuantizedNetwork, io_type: str, max_utilization: float, boards: Iterable[Board],
-                           reuse_factor=None, strategy: str = "auto") -> Optional[str]:
+                           reuse_factor=None, strategy: str = "auto") -> str | None:
     """The first board (in the order given: smallest first) the model fits on, or None."""
     for board in sorted(boards, key=lambda b: (b.lut, b.dsp, b.bram18)):
         if fit_network(net, board, io_type, max_utilization, reuse_factor, strategy).fits:

@@ -8,6 +8,8 @@ Layout of out_dir (hwgen/<board>/hls4ml/ in a run):
     fit_report.md/json  per layer: strategy, RF, multipliers, DSP, BRAM18, LUT, FF, cycles; totals
                         against the board (estimated, or synthesized when a build ran)
     csim.json           C simulation vs QONNX reference: exact matches, max |difference| (simulated)
+    design.json         the lowered IR graph and the backend's choices (potatura.hw.ir.save_design),
+    design_weights.npz  with the integer weight and bias codes: what the simulator and the board read
     manifest.json       board, part, clock, io type, I/O encoding, types, files with sha256
     convert.log         hls4ml's and g++'s console output
 """
@@ -18,22 +20,24 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
 from potatura.artifacts import file_sha256, write_json, write_text
 from potatura.boards.catalog import Board
 from potatura.errors import DataError, PotaturaError
-from potatura.hwgen import hls4ml_backend as backend
-from potatura.hwgen.fitter import FitResult, fit_or_raise
-from potatura.hwgen.graph import QuantizedNetwork
+from potatura.hw.ir import Design, save_design
+from potatura.hwgen.backend import BuildOutcome, ProjectResult
+from potatura.hwgen.hls4ml import convert as backend
+from potatura.hwgen.hls4ml.compat import HLS4ML_BACKEND
+from potatura.hwgen.hls4ml.fitter import FitResult, fit_or_raise
+from potatura.hwgen.hls4ml.lowering import QuantizedNetwork, hls_name
 from potatura.hwgen.reports import find_reports, parse_csynth_xml, parse_utilization
 
-TEMPLATES = Path(__file__).with_name("templates")
+TEMPLATES = Path(__file__).parent.parent / "templates"
 
 
 class TypeMismatchError(PotaturaError):
@@ -49,13 +53,6 @@ def resolve_io_type(net: QuantizedNetwork, io_type: str) -> str:
         small_mlp = not net.has_conv and sum(layer.n_weights for layer in net.compute_layers) <= SMALL_MLP_WEIGHTS
         return "io_parallel" if small_mlp else "io_stream"
     return io_type
-
-
-def qonnx_reference(qonnx_path: str | Path, x_nchw: np.ndarray) -> np.ndarray:
-    """The QONNX integer reference (qonnx's executor, via the quant stage) on inputs (N, C, H, W), float64."""
-    from potatura.quant.reference import execute_qonnx
-
-    return np.asarray(execute_qonnx(qonnx_path, np.asarray(x_nchw, dtype=np.float32)), dtype=np.float64)
 
 
 def _render(template: str, values: dict) -> str:
@@ -137,17 +134,7 @@ def write_build_files(project_dir: Path, board: Board, net: QuantizedNetwork) ->
     return written
 
 
-@dataclass
-class BuildOutcome:
-    ran: bool
-    message: str
-    reports: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"ran": self.ran, "message": self.message, "reports": self.reports}
-
-
-def vendor_tools(board: Board) -> dict[str, Optional[str]]:
+def vendor_tools(board: Board) -> dict[str, str | None]:
     """Paths of the tools a build needs (None when not on PATH)."""
     hls = os.environ.get("POTATURA_HLS") or ("vivado_hls" if shutil.which("vivado_hls") else "vitis_hls")
     tools = {"hls": shutil.which(hls), "vivado": shutil.which("vivado"), "make": shutil.which("make")}
@@ -156,7 +143,7 @@ def vendor_tools(board: Board) -> dict[str, Optional[str]]:
     return tools
 
 
-def run_build(project_dir: Path, board: Board, log_path: Path, timeout_s: Optional[float] = None) -> BuildOutcome:
+def run_build(project_dir: Path, board: Board, log_path: Path, timeout_s: float | None = None) -> BuildOutcome:
     """Run the Makefile when the vendor tools are on PATH; otherwise say how to build."""
     tools = vendor_tools(board)
     missing = [name for name, path in tools.items() if path is None]
@@ -184,33 +171,11 @@ def apply_reports(fit: FitResult, reports: dict) -> None:
     fit.measured = reports
 
 
-@dataclass
-class ProjectResult:
-    board: str
-    backend: str
-    out_dir: Path
-    fit: FitResult
-    csim: Optional[backend.CsimResult]
-    build: BuildOutcome
-    seconds: dict
-    hls_model: object = field(default=None, repr=False)  # the compiled hls4ml model (keep_model=True)
-
-    def summary(self) -> dict:
-        return {"board": self.board, "backend": self.backend, "dir": str(self.out_dir),
-                "io_type": self.fit.io_type, "fits": self.fit.fits, "figures": self.fit.source,
-                "totals_estimated": self.fit.totals, "budget": self.fit.budget,
-                "interval_cycles_estimated": self.fit.interval_cycles,
-                "latency_cycles_estimated": self.fit.latency_cycles,
-                "reuse_factors": self.fit.reuse_factors(),
-                "csim": self.csim.to_dict() if self.csim else None,
-                "build": self.build.to_dict(), "seconds": self.seconds}
-
-
 def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_type: str = "auto",
                      max_utilization: float = 0.8, reuse_factor=None, strategy: str = "auto",
-                     x_nchw: Optional[np.ndarray] = None, reference: Optional[np.ndarray] = None,
+                     x_nchw: np.ndarray | None = None, reference: np.ndarray | None = None,
                      build: bool = False, keep_model: bool = False,
-                     on_step: Optional[Callable[[str], None]] = None) -> ProjectResult:
+                     on_step: Callable[[str], None] | None = None) -> ProjectResult:
     """Fit, convert, write, (compile + csim when inputs are given), (build); write the reports.
 
     Raises FitError when the model fits the board at no reuse factor, TypeMismatchError when hls4ml
@@ -271,9 +236,30 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
     write_json(out_dir / "fit_report.json", fit.to_dict())
     if csim is not None:
         write_json(out_dir / "csim.json", csim.to_dict())
+    save_design(design_of(net, board, fit), out_dir)
     write_json(out_dir / "manifest.json", _manifest(net, board, fit, project_dir, build_files, csim, outcome))
     return ProjectResult(board.name, "hls4ml", out_dir, fit, csim, outcome,
                          {k: round(v, 3) for k, v in seconds.items()}, hls_model if keep_model else None)
+
+
+def design_of(net: QuantizedNetwork, board: Board, fit: FitResult) -> Design:
+    """The Design of a project: the lowered graph, the fitter's choices, hls4ml's FIFO depths.
+
+    fifo_depths: io_stream only, keyed by the IR name of the layer writing the stream; hls4ml 1.3
+    sizes each FIFO to the producing layer's pixels (H*W words of C values; 1 for a vector).
+    """
+    fifos = {}
+    if fit.io_type == "io_stream":
+        for layer in net.layers:
+            shape = layer.out_shape
+            fifos[layer.name] = int(np.prod(shape[:-1])) if len(shape) == 3 else 1
+    return Design(graph=net.graph, backend="hls4ml", board=board.name, clock_mhz=board.clock_mhz,
+                  layer_choices=fit.layer_choices(), fifo_depths=fifos,
+                  backend_info={"hls4ml_backend": HLS4ML_BACKEND, "interface": backend.INTERFACE,
+                                "project_name": backend.PROJECT_NAME, "io_type": fit.io_type,
+                                "axi_input_word": "float", "axi_output_word": backend.axi_output_type(net),
+                                "part": board.part, "fit_figures": fit.source,
+                                "fifo_depths": "hls4ml 1.3 default: the producing layer's pixels" if fifos else None})
 
 
 def _measured_lines(fit: FitResult) -> str:
@@ -290,7 +276,7 @@ def _measured_lines(fit: FitResult) -> str:
 
 def _manifest(net: QuantizedNetwork, board: Board, fit: FitResult, project_dir: Path, build_files: list[str],
               csim, outcome: BuildOutcome) -> dict:
-    def version(pkg: str) -> Optional[str]:
+    def version(pkg: str) -> str | None:
         try:
             return metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -306,7 +292,7 @@ def _manifest(net: QuantizedNetwork, board: Board, fit: FitResult, project_dir: 
         "backend": "hls4ml", "hls4ml_backend": "VivadoAccelerator", "interface": backend.INTERFACE,
         "project_name": backend.PROJECT_NAME, "project_dir": "project",
         "board": board.name, "part": board.part, "family": board.family, "shell": board.shell,
-        "clock_mhz": board.clock_mhz, "hls4ml_template_board": board.hls4ml_board, "platform": board.platform,
+        "clock_mhz": board.clock_mhz, "hls4ml_template_board": board.backend_option("hls4ml", "board"), "platform": board.platform,
         "io_type": fit.io_type,
         "input": {"shape_nchw": list(net.input_shape_nchw), "shape": list(net.input_shape),
                   "layout": "channels-last (host transposes NCHW)", "axi_word": "float",
@@ -315,7 +301,7 @@ def _manifest(net: QuantizedNetwork, board: Board, fit: FitResult, project_dir: 
                    "type": net.output_type.ap()},
         "layers": net.summary(),
         "reuse_factors": fit.reuse_factors(),
-        "strategies": {f.layer.hls_name: f.estimate.strategy for f in fit.layers if f.layer.has_weights},
+        "strategies": {hls_name(f.layer): f.estimate.strategy for f in fit.layers if f.layer.has_weights},
         "resources": {"figures": fit.source, "estimated_totals": fit.totals, "reports": fit.measured},
         "csim": csim.to_dict() if csim is not None else None,
         "build": outcome.to_dict(),
