@@ -308,6 +308,17 @@ class Graph:
     def ops(self) -> set[Op]:
         return {layer.op for layer in self.layers}
 
+    def bypass(self, name: str, replacement: str) -> None:
+        """Remove layer `name`; its consumers (and the output, if it was that) read `replacement` instead.
+
+        For lowering passes that fold a layer into another: the caller keeps types consistent.
+        """
+        for layer in self.consumers(name):
+            layer.inputs = tuple(replacement if i == name else i for i in layer.inputs)
+        if self.output.layer == name:
+            self.output.layer = replacement
+        self.layers.remove(self.layer(name))
+
     def copy(self) -> Graph:
         """A copy whose layers and attrs can be changed without touching this graph (codes shared, read-only use)."""
         import copy

@@ -39,11 +39,7 @@ def fold_relu_into_dense(graph: Graph) -> tuple[Graph, bool]:
             continue
         dense.attrs["relu"] = True
         dense.result_type = relu.result_type
-        for layer in graph.consumers(relu.name):
-            layer.inputs = tuple(dense.name if i == relu.name else i for i in layer.inputs)
-        if graph.output.layer == relu.name:
-            graph.output.layer = dense.name
-        graph.layers.remove(relu)
+        graph.bypass(relu.name, dense.name)
         return graph, True
     return graph, False
 

@@ -40,11 +40,7 @@ def merge_relu_quant(graph: Graph) -> tuple[Graph, bool]:
         relu.result_type = quant.result_type
         relu.attrs["merged"] = [quant.name]
         relu.attrs["onnx_nodes"] = relu.attrs.get("onnx_nodes", []) + quant.attrs.get("onnx_nodes", [])
-        for layer in graph.consumers(quant.name):
-            layer.inputs = tuple(relu.name if i == quant.name else i for i in layer.inputs)
-        if graph.output.layer == quant.name:
-            graph.output.layer = relu.name
-        graph.layers.remove(quant)
+        graph.bypass(quant.name, relu.name)
         return graph, True
     return graph, False
 
