@@ -37,6 +37,9 @@ class NEqConfig(StrictModel):
     baseline: Literal["neq", "random"] = Field(
         "neq", description="random: the paper's baseline, freezing random neurons of each layer at the fraction "
         "NEq would freeze")
+    skip_min_frozen: float = Field(0.25, ge=0, le=1, description="a layer computes weight gradients of its "
+                                   "active rows only when at least this fraction of its neurons is frozen (below it "
+                                   "the extra indexing costs more than it saves; frozen rows are kept either way)")
     timing_batches: int = Field(3, ge=0, description="training batches timed each epoch with and without the "
                                 "gradient skipping, to measure the seconds saved (0: do not measure)")
 
@@ -50,10 +53,6 @@ class TrainConfig(StrictModel):
     sensitivity: Literal["bounded", "full", "local", "neuron-lobster"] = Field(
         "bounded", description="SeReNe neuron sensitivity: bounded (one extra backward), full (one backward "
         "per class), local (sign of the mean post-synaptic potential), neuron-lobster (EMA of dL/dz)")
-    bn_sensitivity: Literal["per-sample", "batch"] = Field(
-        "per-sample", description="SeReNe bounded/full on models with BatchNorm: per-sample (the paper: "
-        "dy_b/dz_b with the batch statistics held fixed, one extra forward per step) or batch (the derivative "
-        "through the batch statistics, cross-sample terms included; potatura <= 0.1)")
     lmbda: float = Field(1e-2, description="regularization strength lambda: each step shrinks a weight by "
                          "lambda * insensitivity * weight (not scaled by the learning rate)")
     twt: float = Field(0.3, description="threshold worsening tolerance: a pruning threshold may raise the "
@@ -91,6 +90,10 @@ class TrainConfig(StrictModel):
     shrink_every: int = Field(0, ge=0, description="every N epochs physically remove dead neurons from the model "
                               "being trained (optimizer state carried over), so later epochs run on a smaller "
                               "network; 0: off (pruned neurons are only masked)")
+    bn_sensitivity: Literal["per-sample", "batch"] = Field(
+        "per-sample", description="SeReNe bounded/full on models with BatchNorm: per-sample (the paper: "
+        "dy_b/dz_b with the batch statistics held fixed, one extra forward per step) or batch (the derivative "
+        "through the batch statistics, cross-sample terms included; potatura <= 0.1)")
 
     @field_validator("lmbda")
     @classmethod
