@@ -514,7 +514,8 @@ def render_html(data: dict) -> str:
                      f"{_e(proto.get('warmup'))}, up to {_e(proto.get('iterations'))} timed runs per point "
                      f"(at most {_e(proto.get('max_seconds'))} s), batch sizes {_e(proto.get('batch_sizes'))}, "
                      f"torch threads {_e(proto.get('threads'))}. Machine: {_e(machine.get('processor') or machine.get('machine'))}, "
-                     f"{_e(machine.get('cpu_count'))} cores, {_e(machine.get('platform'))}.</p>")
+                     f"{_e(machine.get('cpu_count'))} cores, {_e(machine.get('platform'))}, load average "
+                     f"{_e(machine.get('load_average'))} at the start, OMP_NUM_THREADS={_e(machine.get('OMP_NUM_THREADS'))}.</p>")
         if results:
             summary = data["summary"] or {}
             spd = summary.get("speedup_vs_baseline_batch1", {})

@@ -35,7 +35,16 @@ def machine() -> dict:
     return {"platform": platform.platform(), "machine": platform.machine(), "processor": _cpu_model(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "load_average": _load_average()}
+
+
+def _load_average() -> Optional[list[float]]:
+    """1, 5 and 15 minute load averages when the OS has them: a loaded machine explains noisy figures."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _cpu_model() -> str:
@@ -56,6 +65,7 @@ def run_bench(run_dir: Path, cfg: BenchConfig, out_dir: Path, log=None, progress
 
     log = log or logging.getLogger("potatura.bench")
     progress = progress or Progress(enabled=False)
+    host = machine()  # before the measurements: the load average says how busy the machine was
     targets, skipped, exports = discover_targets(run_dir, cfg, out_dir)
     for s in skipped:
         log.info("bench: %s not measured: %s", s.name, s.reason)
@@ -71,7 +81,7 @@ def run_bench(run_dir: Path, cfg: BenchConfig, out_dir: Path, log=None, progress
     latency = {
         "format": LATENCY_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": host,
         "protocol": {
             "description": "MLPerf-style: single-stream batch-1 latency (p50/p90/p99/mean of per-call seconds) "
                            "and offline throughput (samples / timed seconds) per batch size; one target at a time.",
