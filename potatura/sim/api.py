@@ -23,7 +23,7 @@ from potatura.sim.errors import SimError
 from potatura.sim.functional import run_layer
 from potatura.sim.schedule import AXI_WORD_BITS, Network
 
-__all__ = ["Accelerator", "CycleReport", "load_project", "DeadlockError"]
+__all__ = ["Accelerator", "CycleReport", "load_project", "sized_fifo_depths", "DeadlockError"]
 
 from potatura.sim.errors import DeadlockError  # noqa: E402  (re-exported)
 
@@ -252,3 +252,11 @@ class Accelerator:
 def load_project(project_dir) -> Accelerator:
     """The accelerator of a hwgen project directory (its design.json)."""
     return Accelerator(load_design(Path(project_dir)))
+
+
+def sized_fifo_depths(design: Design) -> dict[str, int]:
+    """The smallest FIFO depths keeping the latency and interval of unbounded FIFOs, keyed like
+    Design.fifo_depths: the IR name of the layer writing the stream ("<layer>_pad" for the zero
+    padding hls4ml puts before a padded conv/pool, "<layer>-><consumer>" for a clone's copies).
+    What hwgen writes into a project (hls4ml: the `#pragma HLS STREAM depth` of each layer's output)."""
+    return Accelerator(design).size_fifos()

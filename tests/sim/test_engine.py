@@ -140,3 +140,16 @@ def test_unbounded_and_declared_depths_are_reported():
     d = dataclasses.replace(d, fifo_depths={"input": 3})
     r = Accelerator(d).cycles(batch=2)
     assert {f["name"]: f["depth"] for f in r.fifos}["input"] == 3
+
+
+def test_sized_depths_written_back_keep_the_timing():
+    """What hwgen writes into a project: sized depths keyed like Design.fifo_depths, same latency and interval."""
+    from potatura.sim.api import sized_fifo_depths
+
+    design = lenet_design("io_stream", conv_rf=2)
+    sized = sized_fifo_depths(design)
+    assert set(sized) == {"input", "conv", "relu", "pool", "dense"}
+    default = Accelerator(design).cycles(batch=3, size_fifos=False)
+    resized = Accelerator(dataclasses.replace(design, fifo_depths=sized)).cycles(batch=3, size_fifos=False)
+    assert (resized.latency_cycles, resized.interval_cycles) == (default.latency_cycles, default.interval_cycles)
+    assert sum(sized.values()) < sum(f["depth"] for f in default.fifos)
