@@ -21,6 +21,8 @@ producer of a group (ResNet only: on the other models it is the same as per-laye
 
 Run:   .venv/bin/python scripts/bench_simplify.py            (all four models, ~5-10 min)
        .venv/bin/python scripts/bench_simplify.py --quick    (fewer repetitions, no 224x224 net)
+       .venv/bin/python scripts/bench_simplify.py --simplify-time --previous e4eb4fe
+              (only: seconds to simplify a 138M-parameter VGG-16, this tree vs a git revision, 1 thread)
 Peers (benchmark only, not potatura dependencies):
        .venv/bin/pip install --no-deps torch-simplify==1.1.4 torch-pruning==1.6.1
 torch-simplify imports torchvision only for three isinstance checks; torchvision does not import
@@ -329,12 +331,99 @@ def signed_sum_check(ts) -> None:
     print(f"| (alive in the mask) | {model.conv2.out_channels - len(dead_rows(model.conv2))} | | |")
 
 
+# -- simplify time on a large model: this implementation vs an earlier revision, in one run -------
+
+
+def vgg16_torchvision_layout() -> nn.Module:
+    """VGG-16 as torchvision lays it out (138,357,544 parameters; inplace ReLUs, dropout, 7x7
+    adaptive pooling, 25088 -> 4096 -> 4096 -> 1000 classifier), built here without torchvision."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for width in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+        if width == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+
+    class VGG16(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(*layers)
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+                                            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 1000))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return VGG16()
+
+
+def load_previous_simplify(revision: str):
+    """potatura.simplify as of `revision` (git show), imported as a separate package."""
+    import importlib
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    names = subprocess.run(["git", "-C", str(root), "ls-tree", "--name-only", revision, "potatura/simplify/"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    package = Path(tempfile.mkdtemp(prefix="simplify_previous_")) / "potatura_simplify_previous"
+    package.mkdir()
+    for name in names:
+        if name.endswith(".py"):
+            text = subprocess.run(["git", "-C", str(root), "show", f"{revision}:{name}"], check=True,
+                                  capture_output=True, text=True).stdout
+            (package / Path(name).name).write_text(text.replace("potatura.simplify", "potatura_simplify_previous"))
+    sys.path.insert(0, str(package.parent))
+    return importlib.import_module("potatura_simplify_previous.pipeline").simplify
+
+
+def simplify_time(previous: Optional[str]) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = vgg16_torchvision_layout().eval()
+    with torch.no_grad():
+        for _, layer in prunable(model):
+            n = layer.weight.shape[0]
+            layer.weight[torch.from_numpy(rng.permutation(n)[: n // 2])] = 0
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    methods = {"potatura (this tree)": simplify}
+    if previous:
+        methods[f"potatura at {previous}"] = load_previous_simplify(previous)
+    print(f"\nSimplify time, VGG-16 torchvision layout (138,357,544 parameters, 50% of the neurons of every "
+          f"Conv2d and hidden Linear zeroed), input 1x3x224x224, 1 torch thread (torch.set_num_threads(1)), "
+          f"CPU shared with other jobs, one run each in this process:\n")
+    print("| implementation | simplify s | ratio | parameters after | max abs logit diff vs masked |")
+    print("|---|---|---|---|---|")
+    first = None
+    for name, run in methods.items():
+        t0 = time.perf_counter()
+        small = run(model, x[:1]).model
+        seconds = time.perf_counter() - t0
+        first = first or seconds
+        diff, _ = logit_agreement(model, small, x)
+        print(f"| {name} | {seconds:.1f} | {seconds / first:.2f}x | {sum(p.numel() for p in small.parameters()):,} | "
+              f"{diff:.2e} |", flush=True)
+        del small
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, skip the 224x224 net")
     parser.add_argument("--reps", type=int, default=None, help="timed runs per method and thread count")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of: {', '.join(MODELS)}")
+    parser.add_argument("--simplify-time", action="store_true",
+                        help="only the simplify-time table on VGG-16 (torchvision layout, 224x224), ~1 min per row")
+    parser.add_argument("--previous", default=None, help="with --simplify-time: also time potatura.simplify as of "
+                        "this git revision, in the same run")
     args = parser.parse_args()
+    if args.simplify_time:
+        simplify_time(args.previous)
+        return
     ts, tp = import_peers()
     chosen = args.models or [m for m in MODELS if not (args.quick and "224" in m)]
     rows: list[dict] = []

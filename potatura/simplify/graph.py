@@ -29,7 +29,6 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from potatura.errors import UnsupportedError
 from potatura.simplify.layers import BiasMap
@@ -106,30 +105,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph, class_name=name)
 
 
-def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor, *, known_to_run: bool = False) -> None:
-    """Run the graph once on `example_input`; every node gets meta['tensor_meta'] (shape, dtype).
-
-    known_to_run: the graph already ran on this input (skips the plain run that exists only to
-    turn a failure into a one-line error: ShapeProp prints its own traceback on failure).
-    """
-    try:
-        if not known_to_run:
-            with torch.no_grad():
-                gm(example_input)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UnsupportedError(
-            f"simplify: the model does not run on an input of shape {tuple(example_input.shape)}: {first}") from None
-    try:
-        ShapeProp(gm).propagate(example_input)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UnsupportedError(
-            f"simplify: the model does not run on an input of shape {tuple(example_input.shape)}: {first}") from None
-
-
 def tensor_shape(node: Any) -> Optional[tuple[int, ...]]:
-    """The shape ShapeProp recorded for a node whose value is one floating-point tensor, else None."""
+    """The shape ShapeProp (inplace.functionalize) recorded for a node whose value is one floating-point tensor, else None."""
     if not isinstance(node, fx.Node):
         return None
     meta = node.meta.get("tensor_meta")

@@ -13,7 +13,7 @@ from torch import nn
 
 from potatura.errors import UnsupportedError
 from potatura.simplify.fold import fold_batchnorm
-from potatura.simplify.graph import OpClass, check_single_use, layers_sharing_parameters, propagate_shapes, trace
+from potatura.simplify.graph import OpClass, check_single_use, layers_sharing_parameters, trace
 from potatura.simplify.inplace import functionalize
 from potatura.simplify.module import SimplifiedGraphModule, as_simplified
 from potatura.simplify.propagate import analyse
@@ -85,9 +85,12 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     work = copy.deepcopy(model).cpu().eval()
     gm = trace(work)
     check_single_use(gm)
-    gm = gm.to(torch.float64)  # `work` shares the modules, so it is float64 too
-    inplace_rewritten = functionalize(gm, work, x64)
-    propagate_shapes(gm, x64, known_to_run=True)
+    # In-place operators and shapes, checked against forward in the model's own dtype (two runs
+    # at float32 cost half of what they cost at float64; `work` shares gm's modules).
+    if dtype not in (torch.float32, torch.float64):
+        gm = gm.to(torch.float64)
+    inplace_rewritten = functionalize(gm, work, x64.to(_model_dtype(gm)))
+    gm = gm.to(torch.float64)
     before = layer_sizes(gm)
     shared = layers_sharing_parameters(gm)
     keep_whole = frozenset(shared)
@@ -95,8 +98,12 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     plan = analyse(gm, x64, keep_whole)
     kept_instead = keep_constants_instead_of_bias_maps(plan, count_parameters(model))
     changes = apply_plan(plan, allow_bias_maps=allow_bias_maps)
-    propagate_shapes(gm, x64)
+    # Removing channels changes no spatial size, so the shapes recorded before still give the
+    # sizes (a forward of the result would cost more than the rest of this step); the stale
+    # channel counts are then dropped from the graph.
     after = layer_sizes(gm)
+    for node in gm.graph.nodes:
+        node.meta.pop("tensor_meta", None)
     gm = as_simplified(gm.to(device=device, dtype=dtype).eval())
     seconds = time.perf_counter() - start
 

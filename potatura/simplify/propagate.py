@@ -162,10 +162,15 @@ def _conv_kind(conv: nn.Conv2d) -> str:
 
 def _unit_nonzero(weight: torch.Tensor, in_info: TensorInfo, is_conv: bool) -> np.ndarray:
     """bool [out, in_units]: does output j read input unit u through a non-zero weight?"""
+    weight = weight.detach()
     if is_conv:
-        return (weight.detach().abs().amax(dim=(2, 3)) != 0).numpy()
-    nz = (weight.detach() != 0).numpy()
-    starts = np.concatenate([[0], np.cumsum(in_info.unit_sizes)[:-1]]).astype(np.int64)
+        return weight.ne(0).flatten(2).any(dim=2).numpy()
+    sizes = in_info.unit_sizes
+    if weight.shape[1] and (sizes == sizes[0]).all():
+        # Units of one size (a flatten's H*W features per channel): one reduction, no copy.
+        return weight.ne(0).reshape(weight.shape[0], len(sizes), int(sizes[0])).any(dim=2).numpy()
+    nz = weight.ne(0).numpy()
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     return np.logical_or.reduceat(nz, starts, axis=1) if nz.shape[1] else nz
 
 
@@ -178,6 +183,7 @@ class _ConstantInterpreter(fx.Interpreter):
         self.uf = uf
         self.infos: dict[fx.Node, TensorInfo] = {}
         self.demoted: list[str] = []
+        self.nonzero: dict[fx.Node, np.ndarray] = {}  # dense conv / linear: _unit_nonzero of its weight
 
     def run_node(self, n: fx.Node) -> Any:
         op = self.ops[n]
@@ -226,8 +232,8 @@ class _ConstantInterpreter(fx.Interpreter):
             w = conv.weight.detach()
             live = ~src.constant
             if _conv_kind(conv) == "dense":
-                constant = (w[:, torch.from_numpy(live)].abs().flatten(1).amax(1) == 0).numpy() if live.any() \
-                    else np.ones(shape[1], bool)
+                nonzero = self.nonzero[n] = _unit_nonzero(w, src, True)
+                constant = ~nonzero[:, live].any(axis=1)
             else:
                 per_group_in = conv.in_channels // conv.groups
                 per_group_out = conv.out_channels // conv.groups
@@ -241,10 +247,8 @@ class _ConstantInterpreter(fx.Interpreter):
                 self._tie(src, 0, info, info.units)
         elif cls is OpClass.LINEAR:
             src, lin = ins[0], op.module
-            live_features = torch.from_numpy(src.expand(~src.constant))
-            w = lin.weight.detach()
-            constant = (w[:, live_features].abs().amax(1) == 0).numpy() if bool(live_features.any()) \
-                else np.ones(shape[1], bool)
+            nonzero = self.nonzero[n] = _unit_nonzero(lin.weight, src, False)
+            constant = ~nonzero[:, ~src.constant].any(axis=1)
             self._new_info(n, np.ones(shape[1]), constant, value)
         elif cls in (OpClass.CHANNELWISE, OpClass.BATCHNORM, OpClass.BIAS_MAP):
             info = self._new_info(n, ins[0].unit_sizes.copy(), ins[0].constant.copy(), value)
@@ -314,7 +318,7 @@ def analyse(gm: fx.GraphModule, example_input: torch.Tensor, keep_whole: frozens
             need_all(n)
             need_all(op.inputs[0])
         elif (cls is OpClass.CONV and _conv_kind(op.module) == "dense") or cls is OpClass.LINEAR:
-            mixing.append((n, _unit_nonzero(op.module.weight, infos[op.inputs[0]], cls is OpClass.CONV)))
+            mixing.append((n, interp.nonzero[n]))
 
     plan = ChannelPlan(gm, ops, infos, np.zeros(len(needed), bool), uf.roots(), interp.demoted, needed, mixing)
     plan.needed, plan.kept = plan.solve(needed)

@@ -59,17 +59,19 @@ def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor
     out = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], conv.kernel_size, stride=conv.stride,
                     padding=conv.padding, dilation=conv.dilation, groups=groups, bias=bias is not None,
                     padding_mode=conv.padding_mode, device="meta")
-    out.weight = nn.Parameter(weight.detach().clone().contiguous())
+    # No copy: the tensors are fresh slices, or the replaced layer's own (plan.gm is a private copy).
+    out.weight = nn.Parameter(weight.detach().contiguous())
     if bias is not None:
-        out.bias = nn.Parameter(bias.detach().clone().contiguous())
+        out.bias = nn.Parameter(bias.detach().contiguous())
     return out.train(False)
 
 
 def _new_linear(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> nn.Linear:
     out = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
-    out.weight = nn.Parameter(weight.detach().clone().contiguous())
+    # No copy: the tensors are fresh slices, or the replaced layer's own (plan.gm is a private copy).
+    out.weight = nn.Parameter(weight.detach().contiguous())
     if bias is not None:
-        out.bias = nn.Parameter(bias.detach().clone().contiguous())
+        out.bias = nn.Parameter(bias.detach().contiguous())
     return out.train(False)
 
 
@@ -307,8 +309,10 @@ def _simplify_linear(plan: ChannelPlan, node: fx.Node, lin: nn.Linear) -> LayerC
     drop = ~kept_in & src.constant
     if drop.any():
         change.folded_constants = int(drop.sum())
-        features = _index(src.expand(drop))
-        new_bias = new_bias + _take(weight, rows, features) @ src.value.reshape(-1)[features]
+        # One matrix-vector product over the whole weight with the dropped constants (zero elsewhere):
+        # no copy of a [rows, dropped features] block of a large matrix.
+        dropped = src.value.reshape(-1) * torch.from_numpy(src.expand(drop).astype(np.float64))
+        new_bias = new_bias + _take(weight @ dropped.to(weight.dtype), rows, None)
     plan.gm.add_submodule(node.target, _new_linear(_take(weight, rows, cols), _kept_bias(lin, new_bias)))
     return change
 
