@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
@@ -49,6 +48,12 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 HARDWARE_METRICS = {m for m in METRICS if m not in ("accuracy", "float_accuracy", "weight_bytes")}
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; accepted: {', '.join(METRICS)}")
+    return name
 
 
 class ParamSpec(StrictModel):
@@ -107,12 +112,7 @@ class Objective(StrictModel):
     metric: str
     direction: Optional[Literal["minimize", "maximize"]] = Field(None, description="default: the metric's natural one")
 
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in METRICS:
-            raise ValueError(f"unknown metric {v!r}; accepted: {', '.join(METRICS)}")
-        return v
+    _known = field_validator("metric")(classmethod(lambda cls, v: _known_metric(v)))
 
     @property
     def resolved_direction(self) -> str:
@@ -124,12 +124,7 @@ class Constraint(StrictModel):
     min: Optional[float] = None
     max: Optional[float] = None
 
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in METRICS:
-            raise ValueError(f"unknown metric {v!r}; accepted: {', '.join(METRICS)}")
-        return v
+    _known = field_validator("metric")(classmethod(lambda cls, v: _known_metric(v)))
 
     @model_validator(mode="after")
     def _bound(self) -> "Constraint":
@@ -173,9 +168,9 @@ class SweepConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
-            raise ValueError("use letters, digits, '.', '_' and '-' only (it names a folder)")
-        return v
+        from potatura.config import FlowConfig
+
+        return FlowConfig._safe_name(v)  # the same rule as a flow's name: both name folders
 
     @field_validator("space")
     @classmethod
