@@ -2,29 +2,135 @@
 
 Stage packages that define `cli.py` with a `register(app)` function add their own commands;
 every available stage also gets `potatura <stage> FLOW.yaml`, which runs that stage alone on
-an existing run directory.
+an existing run directory. Stage commands are loaded by name only when called (LazyStageGroup
+says how a stage adds its commands), so `potatura --help` and usage errors import no stage.
+Root options: --quiet, --threads N (potatura --threads 2 run flow.yaml).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
-from rich.console import Console
-from rich.table import Table
+from typer.core import TyperGroup
 
 from potatura import __version__
+from potatura.cli_common import (  # noqa: F401  (stage cli.py files written before cli_common)
+    SetOption,
+    _load,
+    _report,
+    _run,
+    console,
+    err_console,
+    load_flow,
+    run_stages,
+)
 from potatura.errors import PotaturaError
 
-# Piped output (CI logs, files) is not cut at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Stage commands: `potatura <stage>` for each stage whose potatura/<stage>/stage.py exists, in
+# flow order (config.STAGE_ORDER; repeated here so listing them imports nothing: a test keeps them equal).
+# The short help shown by `potatura --help` is written here for the same reason.
+STAGE_COMMANDS = {
+    "train": "Train (and prune) the flow's model.",
+    "simplify": "Remove pruned neurons exactly (or simplify one model file).",
+    "quant": "Quantize with Brevitas, export QONNX, check the integer reference.",
+    "hwgen": "Accelerator projects per board, fitted and checked in C simulation.",
+    "sim": "Cycle-accurate simulation of the generated accelerator.",
+    "deploy": "Deploy the accelerator to a board (or the emulated board).",
+    "bench": "Latency of every target under one protocol.",
+}
+# Further commands a stage package's register(app) adds: command name -> (module, short help).
+EXTRA_COMMANDS = {
+    "report": ("potatura.bench.cli", "Rebuild the report of a run directory."),
+    "sweep": ("potatura.sweep.cli", "Explore flow settings (Optuna trials, each a flow run)."),
+}
+
+
+def _module_file(module: str) -> Path:
+    return _PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def _stage_available(name: str) -> bool:
+    return _module_file(f"potatura.{name}.stage").is_file()
+
+
+class LazyStageGroup(TyperGroup):
+    """The root command; stage commands are made only when one of them is called (or asked for
+    --help), so `potatura --help` and a typo import no stage, torch or hls4ml.
+
+    How a stage adds commands: potatura/<stage>/cli.py defines register(app) and decorates its
+    functions with @app.command("<name>") (the stage's own name, plus any other name listed in
+    EXTRA_COMMANDS with that module). Without a cli.py, the stage gets the generic
+    `potatura <stage> FLOW.yaml`. Shared helpers (console, load_flow, run_stages, SetOption)
+    come from potatura.cli_common.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(super().list_commands(ctx)) + list(self._lazy_names())
+
+    def _lazy_names(self) -> dict[str, str]:
+        """Lazily made command name -> short help, for the commands whose module exists."""
+        names = {n: h for n, h in STAGE_COMMANDS.items() if _stage_available(n)}
+        names.update({n: h for n, (module, h) in EXTRA_COMMANDS.items() if _module_file(module).is_file()})
+        return names
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        # Listing (help) asks for every command: a stand-in with the short help, importing nothing.
+        command = super().get_command(ctx, name)
+        if command is None and name in self._lazy_names():
+            command = click.Command(name, help=self._lazy_names()[name])
+        return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        # Running (or --help of) one command: import its module and build the real command.
+        if args and args[0] in self._lazy_names() and super().get_command(ctx, args[0]) is None:
+            return args[0], self._load(args[0]), args[1:]
+        return super().resolve_command(ctx, args)
+
+    @staticmethod
+    def _load(name: str) -> click.Command:
+        if name in STAGE_COMMANDS:
+            module = f"potatura.{name}.cli"
+            if not _module_file(module).is_file():
+                return typer.main.get_group(_generic_stage_app(name)).commands[name]
+        else:
+            module = EXTRA_COMMANDS[name][0]
+        sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        loaded = importlib.import_module(module)
+        if hasattr(loaded, "register"):
+            loaded.register(sub)
+        elif callable(getattr(loaded, name, None)):  # a module that defines the command function itself
+            sub.command(name)(getattr(loaded, name))
+        command = typer.main.get_group(sub).commands.get(name)
+        if command is None:
+            raise click.UsageError(f"{module} registers no command {name!r}")
+        return command
+
+
+def _generic_stage_app(stage_name: str) -> typer.Typer:
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+    @sub.command(stage_name, help=f"Run the {stage_name} stage alone in the flow's run directory.\n\n"
+                 f"Example: potatura {stage_name} flows/demo.yaml")
+    def command(
+        flow: Optional[Path] = typer.Argument(None, help="flow file (YAML); default: the demo flow"),
+        sets: Optional[List[str]] = SetOption,
+    ) -> None:
+        run_stages(load_flow(flow, sets), only=[stage_name], force=True)
+
+    return sub
+
 
 app = typer.Typer(
     name="potatura",
+    cls=LazyStageGroup,
     help="From a pruned PyTorch model to a verified FPGA accelerator.\n\n"
     "Examples:\n\n"
     "  potatura demo                          # the whole flow on scikit-learn's digits\n\n"
@@ -36,47 +142,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-SetOption = typer.Option(None, "--set", "-s", help="override a flow field, e.g. --set train.epochs=3 (repeatable)")
-
-
-def _load(flow: Optional[Path], sets: Optional[List[str]], name: Optional[str] = None, runs_dir: Optional[Path] = None):
-    from potatura.config import load_config, parse_set_option
-
-    overrides = parse_set_option(sets or [])
-    if name is not None:
-        overrides["name"] = name
-    if runs_dir is not None:
-        overrides["runs_dir"] = str(runs_dir)
-    return load_config(flow, overrides)
-
-
-def _report(cfg, outcomes) -> None:
-    from potatura.flow import available_stages
-
-    table = Table(title=f"run {cfg.name}", show_lines=False)
-    table.add_column("stage")
-    table.add_column("status")
-    table.add_column("seconds", justify="right")
-    table.add_column("outputs")
-    for o in outcomes:
-        table.add_row(o.name, o.status, f"{o.seconds:.1f}", ", ".join(o.outputs))
-    console.print(table)
-    stages = available_stages()
-    for o in outcomes:
-        stage = stages[o.name]
-        line = stage.headline(cfg.run_dir() / o.name) if stage.headline else None
-        if line:
-            console.print(f"{o.name}: {line}", highlight=False)
-    console.print(f"run directory: {cfg.run_dir()}")
-
-
-def _run(cfg, from_stage=None, to_stage=None, only=None, force=False) -> None:
-    from potatura.flow import run_flow
-
-    outcomes = run_flow(cfg, from_stage=from_stage, to_stage=to_stage, only=only, force=force,
-                        console=console, show_progress=console.is_terminal)
-    _report(cfg, outcomes)
 
 
 @app.command()
@@ -91,7 +156,7 @@ def run(
 
     Example: potatura run flows/demo.yaml --set train.epochs=5 --to train
     """
-    _run(_load(flow, sets), from_stage, to_stage, force=force)
+    run_stages(load_flow(flow, sets), from_stage, to_stage, force=force)
 
 
 @app.command()
@@ -104,7 +169,7 @@ def demo(
 
     Example: potatura demo --runs-dir /tmp/runs
     """
-    _run(_load(None, sets, name=name, runs_dir=runs_dir))
+    run_stages(load_flow(None, sets, name=name, runs_dir=runs_dir))
 
 
 boards_app = typer.Typer(help="The board catalog: parts, resources, clocks, memory, each with its source.",
@@ -115,6 +180,8 @@ app.add_typer(boards_app, name="boards")
 @boards_app.command("list")
 def boards_list() -> None:
     """List the boards potatura knows. Example: potatura boards list"""
+    from rich.table import Table
+
     from potatura.boards.catalog import load_catalog
 
     table = Table(title="boards")
@@ -137,42 +204,21 @@ def boards_show(name: str = typer.Argument(..., help="board name, e.g. pynq-z2")
     typer.echo(yaml.safe_dump(board.raw, sort_keys=False, allow_unicode=True))
 
 
-def _stage_command(stage_name: str, description: str):
-    def command(
-        flow: Optional[Path] = typer.Argument(None, help="flow file (YAML); default: the demo flow"),
-        sets: Optional[List[str]] = SetOption,
-    ) -> None:
-        cfg = _load(flow, sets)
-        _run(cfg, only=[stage_name], force=True)
-
-    command.__doc__ = (f"Run the {stage_name} stage alone ({description}) in the flow's run directory.\n\n"
-                       f"Example: potatura {stage_name} flows/demo.yaml")
-    return command
-
-
-def _register_stages() -> None:
-    from potatura.flow import available_stages
-
-    for name, stage in available_stages().items():
-        package = stage.run.__module__.rsplit(".", 1)[0]
-        try:
-            module = importlib.import_module(f"{package}.cli")
-        except ModuleNotFoundError:
-            module = None
-        if module is not None and hasattr(module, "register"):
-            module.register(app)
-        else:
-            app.command(name)(_stage_command(name, stage.description))
-
-
-_register_stages()
-
-
 @app.callback(invoke_without_command=True)
-def _version(version: bool = typer.Option(False, "--version", help="print the version and exit")) -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", help="print the version and exit"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or log lines; results and errors only "
+                               "(also POTATURA_QUIET=1)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (also "
+                                          "POTATURA_THREADS) [default: see potatura/threads.py]"),
+) -> None:
     if version:
         console.print(f"potatura {__version__}")
         raise typer.Exit()
+    if quiet:
+        os.environ["POTATURA_QUIET"] = "1"
+    if threads is not None:
+        os.environ["POTATURA_THREADS"] = str(threads)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -186,6 +232,19 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted: run the same command again to resume")
         sys.exit(130)
+    except OSError as exc:  # a file or folder the command could not read or write
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(f"error: {where}{exc.strerror or exc}", style="red", highlight=False, markup=False,
+                          soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:  # a bug: one line here, the traceback with POTATURA_DEBUG=1 (and in run.log)
+        if os.environ.get("POTATURA_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err_console.print(f"internal error: {type(exc).__name__}: {first} (a bug in potatura: please report it; "
+                          f"POTATURA_DEBUG=1 shows the traceback)", style="red", highlight=False, markup=False,
+                          soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ from potatura.simplify.config import SimplifyConfig
 from potatura.train.config import TrainConfig
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "idx", "npz")
+# The stages in flow order (data flows one way: a stage reads only earlier ones). The runner
+# (potatura.flow) maps each to its module; this is the one list.
+STAGE_ORDER = ("train", "simplify", "quant", "hwgen", "sim", "deploy", "bench")
 
 
 class DataConfig(StrictModel):
@@ -105,8 +108,6 @@ class FlowConfig(StrictModel):
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        from potatura.flow import STAGE_ORDER
-
         if v is not None:
             for s in v:
                 if s not in STAGE_ORDER:

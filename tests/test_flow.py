@@ -105,7 +105,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert checkpoint.exists(), "the run ended before writing its first checkpoint"
-    epochs_done = torch.load(checkpoint, weights_only=False)["epoch"]
+    epochs_done = torch.load(checkpoint, weights_only=True)["epoch"]
     assert 1 <= epochs_done < 30
     manifest = json.loads((tmp_path / "b" / "runs" / "tiny" / "manifest.json").read_text())
     assert manifest["stages"]["train"]["status"] == "running"

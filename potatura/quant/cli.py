@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
         potatura quant --model runs/demo/simplify/model.pt --set quant.weight_bits=4 --out /tmp/q4
         """
-        from potatura.cli import _load, _run, console
+        from potatura.cli_common import _load, _run, console
 
         cfg = _load(flow, sets)
         if model is None:
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         import logging
 
         from potatura.data import load_dataset
-        from potatura.flow import Progress
+        from potatura.progress import Progress
         from potatura.models import load_model_file
         from potatura.quant.pipeline import quantize
 
@@ -49,9 +49,15 @@ def register(app: typer.Typer) -> None:
         data = load_dataset(cfg.data, cfg.seed)
         out_dir = out or cfg.run_dir() / f"quant-{model.stem}"
         log = logging.getLogger("potatura.quant")
-        with Progress(console=console, enabled=console.is_terminal) as progress:
-            quantize(float_model, data, cfg.quant, out_dir, seed=cfg.seed, train_cfg=cfg.train, log=log,
-                     progress=progress)
+        existed = out_dir.exists()
+        try:
+            with Progress(console=console, enabled=console.is_terminal) as progress:
+                quantize(float_model, data, cfg.quant, out_dir, seed=cfg.seed, train_cfg=cfg.train, log=log,
+                         progress=progress)
+        except BaseException:
+            if not existed and out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()  # a failed run leaves no empty folder behind
+            raise
         from potatura.quant.stage import headline
 
         console.print(f"quant: {headline(out_dir)}", highlight=False)

@@ -10,9 +10,19 @@ The result is a torch.fx GraphModule (SimplifiedGraphModule) of plain Conv2d/Lin
 flatten, add and cat, plus BiasMap where listed in the summary.
 """
 
-from potatura.simplify.layers import BiasMap
-from potatura.simplify.module import SimplifiedGraphModule
-from potatura.simplify.pipeline import SimplifyResult, TrainModeWarning, simplify
-from potatura.simplify.report import compare_logits, count_parameters
+# Lazy (PEP 562): the flow-file schema imports potatura.simplify.config, which must not pay for torch.
+_EXPORTS = {
+    "BiasMap": "potatura.simplify.layers", "SimplifiedGraphModule": "potatura.simplify.module",
+    "SimplifyResult": "potatura.simplify.pipeline", "simplify": "potatura.simplify.pipeline",
+    "TrainModeWarning": "potatura.simplify.pipeline",
+    "compare_logits": "potatura.simplify.report", "count_parameters": "potatura.simplify.report",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = ["simplify", "SimplifyResult", "TrainModeWarning", "SimplifiedGraphModule", "BiasMap", "compare_logits", "count_parameters"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'potatura.simplify' has no attribute {name!r}")

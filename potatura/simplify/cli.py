@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
 
         potatura simplify --model runs/demo/train/model.pt --out small.pt
         """
-        from potatura.cli import _load, _run, console
+        from potatura.cli_common import _load, _run, console
 
         if model is None:
             given = [flag for flag, value in (("--out", out), ("--input-shape", input_shape),) if value is not None]

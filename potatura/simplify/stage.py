@@ -5,7 +5,8 @@ from __future__ import annotations
 from potatura.artifacts import write_json
 from potatura.data import load_dataset
 from potatura.errors import PotaturaError
-from potatura.flow import Stage, StageContext
+from potatura import formats
+from potatura.flow import Input, Output, Stage, StageContext
 from potatura.models import load_model_file, save_model_file
 from potatura.simplify.pipeline import SimplifyResult, simplify
 from potatura.simplify.report import compare_logits
@@ -86,4 +87,6 @@ STAGE = Stage(
     needs=("train",),
     description="fold BN, fold the constants of pruned neurons into their consumers and remove them",
     headline=headline,
+    inputs=(Input("train", "model"),),
+    outputs=(Output("model", formats.MODEL, "model.pt"), Output("summary", formats.JSON, "summary.json")),
 )

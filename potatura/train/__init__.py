@@ -10,9 +10,19 @@
     methods.py    train section -> hooks;  presets.py  hyperparameters per (model, dataset)
 """
 
-from potatura.train.loop import TrainHook, TrainLoop, TrainResult, evaluate, seed_everything
-from potatura.train.methods import PruningSetup, build_pruning
-from potatura.train.stats import sparsity_report
+# Lazy (PEP 562): the flow-file schema imports potatura.train.config, which must not pay for torch.
+_EXPORTS = {
+    "TrainHook": "potatura.train.loop", "TrainLoop": "potatura.train.loop", "TrainResult": "potatura.train.loop",
+    "evaluate": "potatura.train.loop", "seed_everything": "potatura.train.loop",
+    "PruningSetup": "potatura.train.methods", "build_pruning": "potatura.train.methods",
+    "sparsity_report": "potatura.train.stats",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = ["TrainHook", "TrainLoop", "TrainResult", "evaluate", "seed_everything", "PruningSetup", "build_pruning",
-           "sparsity_report"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'potatura.train' has no attribute {name!r}")

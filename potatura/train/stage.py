@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from potatura.artifacts import write_json
 from potatura.data import load_dataset
-from potatura.flow import Stage, StageContext
+from potatura import formats
+from potatura.flow import Output, Stage, StageContext
 from potatura.models import build_model, load_model_file, save_model_file
 from potatura.train.loop import TrainHook, TrainLoop, count_parameters, evaluate, seed_everything
 from potatura.train.methods import build_pruning
@@ -181,4 +182,7 @@ STAGE = Stage(
     config_sections=("data", "model", "train"),
     description="train a zoo model on the dataset (with pruning when train.method says so)",
     headline=headline,
+    outputs=(Output("model", formats.MODEL, "model.pt"), Output("metrics", formats.JSON, "metrics.json"),
+             Output("summary", formats.JSON, "summary.json"), Output("data_stats", formats.JSON, "data_stats.json"),
+             Output("sparsity", formats.JSON, "sparsity.json"), Output("curves", formats.PNG, "curves.png", optional=True)),
 )
