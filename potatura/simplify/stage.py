@@ -33,6 +33,12 @@ def log_summary(log, summary: dict) -> None:
         log.info("simplify: %-24s %s in %d -> %d, out %d -> %d%s", row["layer"], row["type"], row["in_before"],
                  row["in_after"], row["out_before"], row["out_after"],
                  f", bias map {'x'.join(map(str, row['bias_map']))}" if row["bias_map"] else "")
+    for kept in s.get("constant_channels_kept") or []:
+        log.info("simplify: %s keeps %d constant channel(s) of %s (%d parameters) instead of a %d-value bias map: %s",
+                 kept["layer"], kept["constant_channels_kept"], kept["from"], kept["parameters_kept"],
+                 kept["bias_map_values_avoided"], kept["reason"])
+    if s.get("inplace_rewritten"):
+        log.info("simplify: in-place operators rewritten out of place: %s", ", ".join(s["inplace_rewritten"]))
     v = s.get("validation")
     if v:
         log.info("simplify: max |logit difference| %.3g (relative %.3g), argmax agreement %.4f on %d samples "
