@@ -23,7 +23,7 @@ from potatura.sim.errors import SimError
 from potatura.sim.functional import run_layer
 from potatura.sim.schedule import AXI_WORD_BITS, Network
 
-__all__ = ["Accelerator", "CycleReport", "load_project", "sized_fifo_depths", "DeadlockError"]
+__all__ = ["Accelerator", "CycleReport", "load_project", "design_cycles", "sized_fifo_depths", "DeadlockError"]
 
 from potatura.sim.errors import DeadlockError  # noqa: E402  (re-exported)
 
@@ -252,6 +252,23 @@ class Accelerator:
 def load_project(project_dir) -> Accelerator:
     """The accelerator of a hwgen project directory (its design.json)."""
     return Accelerator(load_design(Path(project_dir)))
+
+
+def design_cycles(design: Design) -> dict:
+    """Simulated cycles of a design as the fitter reports them (its cycle column): latency and interval
+    of the accelerator (AXI wrapper included) and of the layers alone (`core_*`, comparable with an
+    HLS C-synthesis report), and each layer's cycles per sample (the busy cycles of its modules)."""
+    acc = Accelerator(design)
+    report = acc.cycles(batch=2, size_fifos=False)
+    core_latency, core_interval = acc.core_cycles()
+    per_layer: dict[str, int] = {}
+    for name, module in zip(acc.network.module_layer, acc.network.modules):
+        if module.op in ("axi_in", "axi_out"):
+            continue
+        per_layer[name] = per_layer.get(name, 0) + sum(step.busy for step in module.program)
+    return {"latency_cycles": report.latency_cycles, "interval_cycles": report.interval_cycles,
+            "core_latency_cycles": core_latency, "core_interval_cycles": core_interval,
+            "per_layer_cycles": per_layer, "kind": "simulated (potatura.sim)"}
 
 
 def sized_fifo_depths(design: Design) -> dict[str, int]:

@@ -153,3 +153,12 @@ def test_sized_depths_written_back_keep_the_timing():
     resized = Accelerator(dataclasses.replace(design, fifo_depths=sized)).cycles(batch=3, size_fifos=False)
     assert (resized.latency_cycles, resized.interval_cycles) == (default.latency_cycles, default.interval_cycles)
     assert sum(sized.values()) < sum(f["depth"] for f in default.fifos)
+
+
+def test_design_cycles_for_the_fitter():
+    from potatura.sim.api import design_cycles
+
+    out = design_cycles(lenet_design("io_stream", conv_rf=2))
+    assert out["interval_cycles"] == 128 and out["core_interval_cycles"] == 128
+    assert out["per_layer_cycles"]["conv"] == 64 * 2  # 64 input pixels at II 2
+    assert out["latency_cycles"] > out["core_latency_cycles"] > 0  # the AXI wrapper adds the word copies
