@@ -45,6 +45,8 @@ class DataConfig(StrictModel):
     )
     normalize: bool = True
     limit_train: Optional[int] = Field(None, ge=1, description="use only this many training samples")
+    num_classes: Optional[int] = Field(
+        None, ge=2, description="classes of an idx/npz dataset (labels 0..num_classes-1); default: largest label + 1")
 
     @field_validator("data_dir")
     @classmethod

@@ -47,6 +47,7 @@ class DatasetSplits:
     std: float = 1.0
     class_names: list[str] = field(default_factory=list)
     source: str = ""
+    notes: list[str] = field(default_factory=list)  # warnings about the data (e.g. classes without samples)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -63,6 +64,7 @@ class DatasetSplits:
             "std": self.std,
             "sizes": {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)},
             "class_names": self.class_names,
+            **({"notes": self.notes} if self.notes else {}),
         }
 
 
@@ -109,6 +111,22 @@ def source_fingerprint(cfg) -> dict:
     return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
+# Datasets whose class count is part of their definition: labels outside it are refused.
+_KNOWN_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10}
+
+
+def check_finite(array: np.ndarray, where: str) -> None:
+    """DataError naming `where` and the index of the first NaN or infinity in `array`."""
+    if array.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        count = int(bad.sum())
+        raise DataError(f"{where}: non-finite value {array[index]} at index {list(index)} "
+                        f"({count} non-finite value{'s' if count > 1 else ''} in all); data must be finite numbers")
+
+
 def _split_indices(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     perm = rng.permutation(n)
     n_hold = max(1, int(round(n * fraction)))
@@ -128,6 +146,8 @@ def _load_raw(cfg) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Option
         for split in ("train", "t10k"):
             img_path, lbl_path = find_idx_pair(folder, split)
             x, y = read_idx(img_path), read_idx(lbl_path)
+            check_finite(x, f"{img_path}")
+            check_finite(y, f"{lbl_path}")
             if x.ndim not in (3, 4):
                 raise DataError(f"{img_path}: images must have 3 or 4 dimensions, file has {x.ndim}")
             if y.ndim != 1:
@@ -160,6 +180,7 @@ def _load_raw(cfg) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Option
                 raise DataError(f"{path}: array {key} cannot be read: {exc}") from None
             if a.dtype.kind not in "biuf":
                 raise DataError(f"{path}: array {key} has dtype {a.dtype}; expected numbers")
+            check_finite(a, f"{path}: array {key}")
             if key.startswith("x") and a.ndim not in (3, 4):
                 raise DataError(f"{path}: array {key} has shape {a.shape}; expected [N, H, W] or [N, C, H, W]")
             if key.startswith("y"):
@@ -176,6 +197,35 @@ def _load_raw(cfg) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Option
         y_test = out["y_test"].astype(np.int64) if "y_test" in out else None
         return out["x_train"].astype(np.float32), out["y_train"].astype(np.int64), x_test, y_test, str(path)
     raise DataError(f"unknown dataset {cfg.dataset!r}")
+
+
+def _class_count(cfg, labels: np.ndarray, source: str) -> tuple[int, list[str]]:
+    """(number of classes, notes). Known datasets refuse labels outside their classes; others
+    take data.num_classes when given (refusing labels beyond it), else the largest label + 1,
+    with a note when some classes below it have no sample (a gap usually means a wrong file)."""
+    if labels.min() < 0:
+        raise DataError(f"{source}: negative class label {labels.min()}")
+    known = _KNOWN_CLASSES.get(cfg.dataset)
+    declared = getattr(cfg, "num_classes", None)
+    expected = known if known is not None else declared
+    if expected is not None:
+        if declared is not None and known is not None and declared != known:
+            raise DataError(f"data.num_classes {declared}: dataset {cfg.dataset!r} has {known} classes")
+        outside = labels[labels >= expected]
+        if outside.size:
+            field = f"dataset {cfg.dataset!r} has classes" if known is not None else "data.num_classes says"
+            raise DataError(f"{source}: class label {int(outside[0])} is outside 0..{expected - 1} ({field} "
+                            f"0..{expected - 1}; {outside.size} label{'s' if outside.size > 1 else ''} outside)")
+        num_classes = expected
+    else:
+        num_classes = int(labels.max()) + 1
+    notes = []
+    missing = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        notes.append(f"{source}: {len(missing)} of {num_classes} classes have no sample (labels {shown}); "
+                     f"set data.num_classes if the class count is not the largest label + 1")
+    return num_classes, notes
 
 
 def load_dataset(cfg, seed: int = 0) -> DatasetSplits:
@@ -204,10 +254,7 @@ def load_dataset(cfg, seed: int = 0) -> DatasetSplits:
     mean, std = 0.0, 1.0
     if cfg.normalize:
         mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
-    labels = np.concatenate([y_train, y_val, y_test])
-    if labels.min() < 0:
-        raise DataError(f"{source}: negative class label {labels.min()}")
-    num_classes = int(labels.max()) + 1
+    num_classes, notes = _class_count(cfg, np.concatenate([y_train, y_val, y_test]), source)
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))
@@ -219,5 +266,5 @@ def load_dataset(cfg, seed: int = 0) -> DatasetSplits:
         x_test=t(x_test), y_test=torch.from_numpy(y_test),
         num_classes=num_classes, mean=mean, std=std,
         class_names=_CLASS_NAMES.get(cfg.dataset, [str(i) for i in range(num_classes)]),
-        source=source,
+        source=source, notes=notes,
     )

@@ -93,5 +93,20 @@ def load_model_file(path) -> tuple[nn.Module, dict]:
 
     payload = load_payload(path, _READABLE_FORMATS, "model file")
     model = model_from_payload(payload, str(path))
+    check_finite_weights(model, str(path))
     model.eval()
     return model, payload
+
+
+def check_finite_weights(model: nn.Module, source: str) -> None:
+    """DataError naming the first parameter or buffer holding NaN or infinity (a diverged
+    training): no later stage can give exact results from it."""
+    import torch
+
+    from potatura.errors import DataError
+
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            count = int((~torch.isfinite(t)).sum())
+            raise DataError(f"{source}: {name} holds {count} non-finite value{'s' if count > 1 else ''} "
+                            f"(NaN or infinity); the model cannot be used (did training diverge?)")

@@ -17,7 +17,7 @@ class SimplifyCheckError(PotaturaError):
 
 
 def check_agreement(result: SimplifyResult, check: dict, tolerance: float, where: str) -> None:
-    if check["relative_logit_difference"] > tolerance:
+    if not check["relative_logit_difference"] <= tolerance:  # NaN compares false: non-finite logits fail
         raise SimplifyCheckError(
             f"simplify: logits differ by {check['max_abs_logit_difference']:.3g} (relative "
             f"{check['relative_logit_difference']:.3g} > simplify.tolerance {tolerance:g}) on {check['samples']} "

@@ -30,6 +30,8 @@ CURVE_KEYS = ("remaining_parameters_pct", "remaining_neurons_pct", "lr")
 def run(ctx: StageContext) -> dict:
     cfg = ctx.config
     data = load_dataset(cfg.data, cfg.seed)
+    for note in data.notes:
+        ctx.log.warning("data: %s", note)
     write_json(ctx.path("data_stats.json"), data.stats())
     train_cfg, preset = resolve_train_config(cfg.train, cfg.model.name, cfg.data.dataset)
     seed_everything(cfg.seed)
