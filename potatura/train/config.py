@@ -37,7 +37,7 @@ class NEqConfig(StrictModel):
     baseline: Literal["neq", "random"] = Field(
         "neq", description="random: the paper's baseline, freezing random neurons of each layer at the fraction "
         "NEq would freeze")
-    skip_min_frozen: float = Field(0.25, ge=0, le=1, description="a layer computes weight gradients of its "
+    skip_min_frozen: float = Field(0.5, ge=0, le=1, description="a layer computes weight gradients of its "
                                    "active rows only when at least this fraction of its neurons is frozen (below it "
                                    "the extra indexing costs more than it saves; frozen rows are kept either way)")
     timing_batches: int = Field(3, ge=0, description="training batches timed each epoch with and without the "
