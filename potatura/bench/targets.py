@@ -343,19 +343,14 @@ def _quiet_loggers(name: str) -> Iterator[None]:
 
 
 def hwgen_projects(run_dir: Path) -> list[dict]:
-    """[{board, backend, path (absolute), fits}] of the run's hwgen stage: hwgen/index.json when the
-    stage writes one, else the projects of hwgen/report.json."""
+    """[{board, backend, path (absolute), fits}] of the run's hwgen stage ([] when it has not run),
+    read the way the sim stage reads them (hwgen/index.json, else hwgen/report.json)."""
+    from potatura.sim.stage import hwgen_projects as read_projects
+
     hwgen = run_dir / "hwgen"
-    index = hwgen / "index.json"
-    if index.is_file():
-        entries = read_json(index)
-        return [{"board": e["board"], "backend": e["backend"], "path": run_dir / e["path"],
-                 "fits": e.get("fits", True)} for e in entries]
-    report = hwgen / "report.json"
-    if report.is_file():
-        return [{"board": p["board"], "backend": p["backend"], "path": hwgen / p["dir"], "fits": p.get("fits", True)}
-                for p in read_json(report).get("projects", [])]
-    return []
+    if not ((hwgen / "index.json").is_file() or (hwgen / "report.json").is_file()):
+        return []
+    return read_projects(hwgen)
 
 
 def deploy_benchmarks(run_dir: Path) -> list[tuple[Path, dict]]:
@@ -387,19 +382,6 @@ def deploy_bundles(run_dir: Path) -> list[Path]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _module_available(name: str, attribute: Optional[str] = None) -> Optional[str]:
-    """None when `name` imports (and has `attribute`), else why not (one line)."""
-    import importlib
-
-    try:
-        module = importlib.import_module(name)
-    except ImportError as exc:
-        return f"{name} is not available in this version ({exc})"
-    if attribute is not None and not hasattr(module, attribute):
-        return f"{name}.{attribute} is not available in this version"
-    return None
 
 
 def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[list[Target], list[Skipped], dict]:
@@ -479,11 +461,8 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
 
     projects = hwgen_projects(run_dir)
     if "simulated" in families:
-        missing = _module_available("potatura.sim.api")
         if not projects:
             skipped.append(Skipped("simulated", f"no hwgen projects in {run_dir / 'hwgen'}"))
-        elif missing:
-            skipped.append(Skipped("simulated", missing))
         else:
             for p in projects:
                 name = f"fpga {p['board']}/{p['backend']} simulated"
@@ -510,14 +489,9 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
                 targets.append(ReportedBoardTarget(f"fpga {where} {'emulated' if family == 'emulated' else 'board'}",
                                                    path, answer))
             continue
-        missing = (_module_available("potatura.deploy.client", "BoardClient")
-                   or (_module_available("potatura.deploy.emulated", "start_emulated_agent")
-                       if family == "emulated" else None))
         url = cfg.board_url or os.environ.get("POTATURA_BOARD")
         if family == "measured" and not url:
             skipped.append(Skipped("measured", "no board agent: set bench.board_url or $POTATURA_BOARD"))
-        elif missing:
-            skipped.append(Skipped(family, missing))
         elif not bundles:
             skipped.append(Skipped(family, f"no deploy bundles in {run_dir / 'deploy'}"))
         else:

@@ -17,13 +17,10 @@ def bench_run(cnn_flow, tmp_path_factory):  # noqa: F811
     from potatura.config import load_config
     from potatura.flow import run_flow
 
-    from potatura.flow import available_stages
-
     source, _ = cnn_flow
     runs = tmp_path_factory.mktemp("bench-runs")
     shutil.copytree(source, runs / source.name)
-    later = [s for s in ("sim", "deploy") if s in available_stages()]
-    cfg = load_config(None, dict(CNN_FLOW, runs_dir=str(runs), stages=CNN_FLOW["stages"] + later + ["bench"],
+    cfg = load_config(None, dict(CNN_FLOW, runs_dir=str(runs), stages=CNN_FLOW["stages"] + ["sim", "deploy", "bench"],
                                  bench=BENCH))
     outcomes = {o.name: o.status for o in run_flow(cfg, show_progress=False)}
     assert {n for n, status in outcomes.items() if status == "skipped"} == set(CNN_FLOW["stages"])  # reused

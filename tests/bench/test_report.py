@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from potatura.artifacts import read_json
 from potatura.bench.report import collect, load_latency, write_report
-from potatura.flow import available_stages
 
 SECTIONS = ("summary", "accuracy", "layers", "resources", "latency", "cycles", "training")
 CPU_TARGETS = {"torch float", "torch simplified", "torch fake-quant", "onnxruntime float 1t",
@@ -47,7 +46,6 @@ def test_latency_json_labels_every_figure_and_records_the_protocol(bench_run):
     assert "measured" in skipped  # no board agent here: said, not faked
 
 
-@pytest.mark.skipif("sim" not in available_stages(), reason="the sim stage has not landed")
 def test_simulated_and_emulated_figures_come_from_the_simulator_and_the_deploy_stage(bench_run):
     run_dir, _ = bench_run
     latency = load_latency(run_dir)
@@ -169,7 +167,6 @@ def test_bench_command_measures_the_chosen_targets_and_prints_the_table(bench_ru
     assert "bench: fastest CPU batch 1: torch" in result.output
 
 
-@pytest.mark.skipif("sim" not in available_stages(), reason="the sim stage has not landed")
 def test_board_targets_go_through_the_deploy_client_and_keep_the_agents_label(bench_run):
     from potatura.bench.targets import BoardTarget
     from potatura.deploy.emulated import start_emulated_agent
