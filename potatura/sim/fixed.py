@@ -77,30 +77,29 @@ def quantize(codes, src_frac: int, frac: int, rounding: str) -> np.ndarray:
     shift = src_frac - frac
     if shift <= 0:
         return _wide(codes, _bits(codes) - shift) << -shift
-    codes = _wide(codes, max(_bits(codes), shift + 1))
-    floor = codes >> shift
+    codes = _wide(codes, max(_bits(codes), shift) + 2)
     if rounding == "TRN":
-        return floor
-    rem = codes - (floor << shift)  # in [0, 2**shift)
+        return codes >> shift
+    # Every mode is floor((x + offset) / 2**shift) for an offset in [0, 2**shift] chosen by the
+    # ties rule: half - 1 keeps a tie down, half moves it up, the extra term picks per value.
     half = 1 << (shift - 1)
-    qb = rem >= half  # the first bit dropped
-    r = (rem & (half - 1)) != 0 if shift > 1 else np.zeros(rem.shape, dtype=bool)  # any bit after it
-    s = codes < 0
-    if rounding == "TRN_ZERO":
-        inc = s & (rem != 0)
-    elif rounding == "RND":
-        inc = qb
-    elif rounding == "RND_ZERO":
-        inc = qb & (s | r)
+    if rounding == "RND":
+        offset = half
     elif rounding == "RND_MIN_INF":
-        inc = qb & r
-    elif rounding == "RND_INF":
-        inc = qb & (~s | r)
+        offset = half - 1
     elif rounding == "RND_CONV":
-        inc = qb & (((floor & 1) != 0) | r)
+        offset = (half - 1) + ((codes >> shift) & 1)  # a tie goes up when the floor is odd
+    elif rounding == "RND_ZERO":
+        offset = (half - 1) + (codes < 0)  # a negative tie goes up (towards zero)
+    elif rounding == "RND_INF":
+        offset = half - (codes < 0)  # a positive tie goes up, a negative one down
+    elif rounding == "TRN_ZERO":
+        offset = np.where(codes < 0, (1 << shift) - 1, 0)  # ceil for negative values
     else:
         raise ValueError(f"unknown ap_fixed quantization mode {rounding!r}")
-    return floor + inc.astype(np.int64)
+    if isinstance(offset, np.ndarray) and codes.dtype == object:
+        offset = offset.astype(object)
+    return (codes + offset) >> shift
 
 
 def overflow(codes, t: FixedType) -> np.ndarray:
