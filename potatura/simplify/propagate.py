@@ -186,19 +186,40 @@ class _ConstantInterpreter(fx.Interpreter):
         self.nonzero: dict[fx.Node, np.ndarray] = {}  # dense conv / linear: _unit_nonzero of its weight
 
     def run_node(self, n: fx.Node) -> Any:
+        # The graph has no in-place operator left (inplace.functionalize), so values are not copied.
         op = self.ops[n]
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         src = self.infos.get(op.inputs[0]) if op.op_class in (OpClass.CONV, OpClass.LINEAR) else None
+        if src is not None and op.op_class is OpClass.CONV and _conv_kind(op.module) == "dense" \
+                and len(n.args) == 1 and not n.kwargs:
+            return self._constant_rows_of_conv(n, op.module, src, args[0])
         if src is not None:
             # Zero the live inputs: a constant output unit then holds exactly its constant.
             args = (args[0] * src.channel_mask_tensor(src.constant),) + tuple(args[1:])
-        # In-place operators (ReLU(inplace=True)) must not overwrite a recorded value.
-        args = fx.node.map_aggregate(args, lambda a: a.clone() if isinstance(a, torch.Tensor) else a)
         with self._set_current_node(n):
             result = getattr(self, n.op)(n.target, args, kwargs)
         if n.op != "output" and op.op_class not in (OpClass.UNTRACKED,) and is_channel_tensor(n) \
                 and isinstance(result, torch.Tensor):
             self._record(n, op, result)
+        return result
+
+    def _constant_rows_of_conv(self, n: fx.Node, conv: nn.Conv2d, src: TensorInfo, x: torch.Tensor) -> torch.Tensor:
+        """A dense conv's output with only its constant rows computed (from the constant input
+        channels, the only ones they read); the other rows are 0, as no constant unit depends on
+        them. A fraction of the MACs of the whole layer at any sparsity."""
+        nonzero = self.nonzero[n] = _unit_nonzero(conv.weight, src, True)
+        constant_out = ~nonzero[:, ~src.constant].any(axis=1)
+        result = x.new_zeros(tensor_shape(n))
+        if constant_out.any():
+            rows = torch.from_numpy(np.flatnonzero(constant_out))
+            cols = torch.from_numpy(np.flatnonzero(src.constant))
+            bias = conv.bias.detach().index_select(0, rows) if conv.bias is not None else None
+            if len(cols):
+                weight = conv.weight.detach()[rows[:, None], cols]
+                result[:, rows] = conv._conv_forward(x.index_select(1, cols), weight, bias)
+            elif bias is not None:
+                result[:, rows] = bias.reshape(1, -1, 1, 1).to(result.dtype)
+        self._record(n, self.ops[n], result)
         return result
 
     def _new_info(self, n: fx.Node, unit_sizes: np.ndarray, constant: np.ndarray, value: torch.Tensor) -> TensorInfo:
@@ -232,7 +253,9 @@ class _ConstantInterpreter(fx.Interpreter):
             w = conv.weight.detach()
             live = ~src.constant
             if _conv_kind(conv) == "dense":
-                nonzero = self.nonzero[n] = _unit_nonzero(w, src, True)
+                nonzero = self.nonzero.get(n)
+                if nonzero is None:
+                    nonzero = self.nonzero[n] = _unit_nonzero(w, src, True)
                 constant = ~nonzero[:, live].any(axis=1)
             else:
                 per_group_in = conv.in_channels // conv.groups
