@@ -223,6 +223,9 @@ def _root(
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors print one line and exit 2, never a traceback."""
+    from potatura.threads import prepare_environment
+
+    prepare_environment()  # before anything imports torch
     try:
         app(args=argv, prog_name="potatura")  # usage errors: typer prints them and exits 2
     except PotaturaError as exc:

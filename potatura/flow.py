@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from potatura import __version__
+from potatura import __version__, threads
 from potatura.artifacts import (
     json_sha256,
     read_json,
@@ -245,10 +245,12 @@ def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = No
         log.info("run %s in %s: stages %s (pid %d)", cfg.name, run_dir, ", ".join(selected), os.getpid())
         outcomes: list[StageOutcome] = []
         start = order.index(from_stage) if from_stage else 0
+        thread_setting: dict = {}  # chosen when the first stage runs (a cached run needs none)
         with Progress(console=console, enabled=show_progress and console is not None) as progress:
             for name in selected:
                 forced = force or (from_stage is not None and order.index(name) >= start)
-                outcomes.append(_run_stage(cfg, stages, name, manifest, run_dir, log, progress, forced))
+                outcomes.append(_run_stage(cfg, stages, name, manifest, run_dir, log, progress, forced,
+                                           thread_setting))
                 if outcomes[-1].status == "done":
                     _mark_stale_downstream(cfg, name, stages, order, manifest, run_dir, log)
         _write_timings(run_dir, manifest)
@@ -400,7 +402,7 @@ def _read_records(stage: Stage, manifest: "Manifest") -> Iterator[tuple[str, str
 
 
 def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", run_dir: Path,
-               log: logging.Logger, progress: Progress, forced: bool) -> "StageOutcome":
+               log: logging.Logger, progress: Progress, forced: bool, thread_setting: dict) -> "StageOutcome":
     """Run (or skip, when cached) one stage and record it in the manifest."""
     stage = stages[name]
     record = manifest.stage(name)
@@ -412,12 +414,18 @@ def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", r
         log.info("stage %s: inputs unchanged, skipped", name)
         return StageOutcome(name, "skipped", 0.0, {k: v["path"] for k, v in record["outputs"].items()})
     verify_inputs(stage, manifest, run_dir)
+    if not thread_setting:
+        thread_setting.update(threads.choose(cfg))
+    thread_record = threads.apply(thread_setting)
+    log.info("stage %s: %d torch thread(s) (%s; %d CPUs available; OMP_WAIT_POLICY %s)", name,
+             thread_record["torch_threads"], thread_record["source"], thread_record["available_cpus"],
+             thread_record["omp_wait_policy"])
     resuming = record.get("status") == "running" and record.get("input_hash") == input_hash and not forced
     if out_dir.exists() and not resuming:
         _guard_os_errors(lambda: shutil.rmtree(out_dir), run_dir)
     _guard_os_errors(lambda: out_dir.mkdir(parents=True, exist_ok=True), run_dir)
     manifest.set_stage(name, {"status": "running", "input_hash": input_hash, "started": _now(),
-                              "tool_versions": tool_versions(), "outputs": {}, **_threads_record()})
+                              "tool_versions": tool_versions(), "outputs": {}, "threads": thread_record})
     log.info("stage %s: %s", name, "resuming" if resuming else "started")
     ctx = StageContext(cfg, run_dir, out_dir, inputs, log, progress)
     t0 = time.perf_counter()
@@ -448,7 +456,7 @@ def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", r
         out_records[key] = {"path": rel, "sha256": tree_sha256(p)}
     manifest.set_stage(name, {"status": "done", "input_hash": input_hash, "seconds": round(seconds, 3),
                               "started": manifest.stage(name).get("started"), "finished": _now(),
-                              "tool_versions": tool_versions(), "outputs": out_records, **_threads_record()})
+                              "tool_versions": tool_versions(), "outputs": out_records, "threads": thread_record})
     log.info("stage %s: done in %.1f s", name, seconds)
     return StageOutcome(name, "done", seconds, {k: v["path"] for k, v in out_records.items()})
 
@@ -457,19 +465,6 @@ def _check_declared_outputs(stage: Stage, outputs: dict) -> None:
     for out in stage.outputs:
         if out.name not in outputs and not out.optional:
             raise RuntimeError(f"stage {stage.name!r} declares output {out.name!r} ({out.path}) but did not return it")
-
-
-def _threads_record() -> dict:
-    """The thread setting the stage ran with (results depend on it): recorded in the manifest."""
-    import sys
-
-    if "torch" not in sys.modules:
-        return {}
-    import torch
-
-    return {"threads": {"torch_intra_op": torch.get_num_threads(),
-                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-                        "source": os.environ.get("POTATURA_THREADS_SOURCE", "torch default")}}
 
 
 def _mark_stale_downstream(cfg, name: str, stages: dict[str, Stage], order: list[str], manifest: "Manifest",
