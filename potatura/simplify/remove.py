@@ -115,9 +115,10 @@ def _all_or_index(mask: np.ndarray) -> Optional[torch.Tensor]:
     return None if mask.all() else _index(mask)
 
 
-def _conv_contribution(plan: ChannelPlan, node: fx.Node) -> tuple[np.ndarray, Optional[torch.Tensor]]:
+def _conv_contribution(plan: ChannelPlan, node: fx.Node) -> tuple[np.ndarray, Optional[torch.Tensor], bool]:
     """(dropped constant input units of a dense conv, their exact contribution [R, Ho, Wo] to its kept
-    rows in float64, or None when no constant is dropped). Cached per kept state."""
+    rows in float64 or None when no constant is dropped, whether it is the same at every position).
+    Cached per kept state."""
     conv = plan.ops[node].module
     source = plan.ops[node].inputs[0]
     src = plan.infos[source]
@@ -132,8 +133,16 @@ def _conv_contribution(plan: ChannelPlan, node: fx.Node) -> tuple[np.ndarray, Op
             dropped = _index(drop)
             weight = _take(conv.weight.detach(), _all_or_index(kept_out), dropped)
             contribution = conv._conv_forward(src.value.index_select(1, dropped), weight, None)[0]
-        cached = plan.cache[key] = (drop, contribution)
+        uniform = contribution is None or _is_uniform(contribution)
+        cached = plan.cache[key] = (drop, contribution, uniform)
     return cached
+
+
+def _cached(plan: ChannelPlan, key: tuple, compute):
+    """plan.cache[key], computed once (facts of the analysis that do not change with the kept units)."""
+    if key not in plan.cache:
+        plan.cache[key] = compute()
+    return plan.cache[key]
 
 
 def _is_uniform(contribution: torch.Tensor) -> bool:
@@ -169,15 +178,16 @@ def _bias_map_candidates(plan: ChannelPlan) -> list[tuple[fx.Node, np.ndarray, i
     for node, op in plan.ops.items():
         if op.op_class is not OpClass.CONV or _conv_kind(op.module) != "dense":
             continue
-        drop, contribution = _conv_contribution(plan, node)
-        if contribution is None or _is_uniform(contribution):
+        drop, contribution, uniform = _conv_contribution(plan, node)
+        if uniform:
             continue
         src = plan.infos[op.inputs[0]]
-        units = drop & _nonzero_units(src) & _units_read(plan, node)
+        units = drop & _cached(plan, ("nonzero units", src.node), lambda: _nonzero_units(src)) \
+            & _units_read(plan, node)
         if op.module.padding in ((0, 0), "valid"):
             # Without padding a spatially uniform constant contributes a uniform bias: only the
             # varying ones (already position-dependent, e.g. after a padded depthwise conv) count.
-            units &= ~_spatially_uniform_units(src)
+            units &= ~_cached(plan, ("uniform units", src.node), lambda: _spatially_uniform_units(src))
         found.append((node, units, int(contribution.numel())))
     return found
 
@@ -208,7 +218,8 @@ def predicted_parameters(plan: ChannelPlan, kept: np.ndarray) -> int:
             continue
         per_column = module.weight[0, 0].numel() if op.op_class is OpClass.CONV else 1
         total += rows * int(src.expand(kept_in).sum()) * per_column
-        folds = (~kept_in & src.constant & _nonzero_units(src) & plan.nonzero(node)[out].any(axis=0)).any()
+        nonzero_units = _cached(plan, ("nonzero units", src.node), lambda: _nonzero_units(src))
+        folds = (~kept_in & src.constant & nonzero_units & plan.nonzero(node)[out].any(axis=0)).any()
         total += rows if module.bias is not None or folds else 0
     return int(total)
 
@@ -275,12 +286,12 @@ def _simplify_conv(plan: ChannelPlan, node: fx.Node, conv: nn.Conv2d, allow_bias
         gm.add_submodule(node.target, _new_conv(conv, _take(weight, rows, None),
                                                 _kept_bias(conv, _take(bias, rows, None)), int(kept_out.sum())))
         return change
-    drop, contribution = _conv_contribution(plan, node)
+    drop, contribution, uniform = _conv_contribution(plan, node)
     new_bias = _take(bias, rows, None)
     bias_map = None
     if contribution is not None:
         change.folded_constants = int(drop.sum())
-        if _is_uniform(contribution):
+        if uniform:
             new_bias = new_bias + contribution.flatten(1).mean(1)
         else:
             if not allow_bias_maps:
