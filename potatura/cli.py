@@ -50,6 +50,7 @@ STAGE_COMMANDS = {
 EXTRA_COMMANDS = {
     "report": ("potatura.bench.cli", "Rebuild the report of a run directory."),
     "sweep": ("potatura.sweep.cli", "Explore flow settings (Optuna trials, each a flow run)."),
+    "analyze": ("potatura.train.cli", "PSP-entropy and sharpness of a run's trained model."),
 }
 
 

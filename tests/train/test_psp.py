@@ -95,3 +95,11 @@ def test_potatura_analyze_command(tmp_path):
     assert (run / "analyze" / "entropy.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["analyze", str(tmp_path / "nope")])
     assert isinstance(bad.exception, ConfigError) and "not found" in str(bad.exception)
+    # And through the root command (potatura.cli lists `analyze` with this module).
+    root = subprocess.run([sys.executable, "-m", "potatura", "analyze", str(run), "--trials", "1",
+                           "--max-samples", "40"], capture_output=True, text=True, env=env)
+    assert root.returncode == 0, root.stderr
+    assert json.loads((run / "analyze" / "analysis.json").read_text())["samples"] == 40
+    missing = subprocess.run([sys.executable, "-m", "potatura", "analyze", str(tmp_path / "nope")],
+                             capture_output=True, text=True, env=env)
+    assert missing.returncode != 0 and "config.yaml not found" in missing.stderr
