@@ -132,6 +132,13 @@ class Constraint(StrictModel):
             raise ValueError("give min and/or max")
         return self
 
+    @property
+    def label(self) -> str:
+        """e.g. "accuracy >= 0.9", "0.1 <= lut_fraction <= 0.5"."""
+        low = f"{self.min:g} <= " if self.min is not None else ""
+        high = f" <= {self.max:g}" if self.max is not None else ""
+        return f"{low}{self.metric}{high}"
+
     def violation(self, value: Optional[float]) -> float:
         """Optuna's convention: <= 0 satisfied, > 0 by how much it is violated."""
         if value is None or (isinstance(value, float) and math.isnan(value)):

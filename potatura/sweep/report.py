@@ -171,8 +171,10 @@ def plot_fronts(loaded: LoadedSweep, rows: list[dict], front: dict[str, list[int
         on = set(front.get(g, front.get("all", [])))
         fp = sorted((r for r in pts if r["number"] in on), key=lambda r: r["metrics"][x])
         if fp:
-            ax.plot([r["metrics"][x] for r in fp], [r["metrics"][y] for r in fp], "r-o", mfc="none", ms=9,
-                    lw=1, label="Pareto front")
+            # With more than two objectives the front is not a curve in this plane: circles only.
+            line = "-" if len(loaded.config.objectives) == 2 else "none"
+            ax.plot([r["metrics"][x] for r in fp], [r["metrics"][y] for r in fp], color="r", marker="o", ls=line,
+                    mfc="none", ms=9, lw=1, label="Pareto front")
             for r in fp:
                 ax.annotate(str(r["number"]), (r["metrics"][x], r["metrics"][y]), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")

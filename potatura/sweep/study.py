@@ -94,19 +94,14 @@ def suggest_all(trial, loaded: LoadedSweep) -> dict[str, Any]:
     return trial.params
 
 
-def _constraints(trial) -> list[float]:
-    return trial.user_attrs.get("constraints", [1.0])
-
-
 def make_sampler(loaded: LoadedSweep):
     import optuna
 
     s, n = loaded.config.sampler, loaded.config.n_trials
     if s.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=s.population_size or max(2, min(50, n)),
-                                             constraints_func=_constraints)
+        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=s.population_size or max(2, min(50, n)))
     if s.name == "tpe":
-        return optuna.samplers.TPESampler(seed=s.seed, constraints_func=_constraints, multivariate=True)
+        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
     # grid: every grid point is enqueued when the study is created (enqueue_grid), in order;
     # Optuna's GridSampler stops the study from inside tell(), which the ask-and-tell loop cannot take.
     return optuna.samplers.RandomSampler(seed=s.seed)
@@ -189,10 +184,13 @@ def tell(study, loaded: LoadedSweep, trial, result: dict) -> None:
     from optuna.trial import TrialState
 
     metrics = result.get("metrics") or {}
-    violations = [c.violation(metrics.get(c.metric)) for c in loaded.config.constraints]
-    if metrics.get("fits") is False:
-        violations.append(1.0)
-    trial.set_user_attr("constraints", violations or [0.0])
+    # Optuna's constraint values (<= 0: satisfied), read by NSGA-II and TPE
+    violations = {c.label: c.violation(metrics.get(c.metric)) for c in loaded.config.constraints}
+    if "fits" in metrics:
+        violations["fits the board"] = 0.0 if metrics["fits"] else 1.0
+    for key, value in violations.items():
+        trial.set_constraint(key, float(value))
+    trial.set_user_attr("constraints", list(violations.values()) or [0.0])
     trial.set_user_attr("result", json.loads(json.dumps(result, default=str)))
     values, missing = _values(loaded, result) if result.get("status") == "complete" else (None, None)
     if values is None:
