@@ -96,3 +96,16 @@ HLS4ML = register_spec(BackendSpec(
     limits=("Conv: 2D, group 1, dilation 1", "MaxPool: no padding",
             "a chain of layers (no residual adds, no concatenations yet)"),
 ))
+
+
+HLSINF = register_spec(BackendSpec(
+    name="hlsinf",
+    ops=frozenset({Op.INPUT, Op.QUANT, Op.CONV2D, Op.DENSE, Op.RELU, Op.MAXPOOL2D, Op.FLATTEN}),
+    implementation="potatura.hwgen.hlsinf:HlsinfBackend",
+    config="potatura.hwgen.hlsinf.config:HlsinfConfig",
+    description="HLSinf-style fused 3x3 conv engine, layer by layer from DDR (Zynq PYNQ overlay, Alveo XRT), "
+                "checked bit-exact in C simulation",
+    limits=("Conv: 3x3 or 1x1, stride 1, padding 0 or 1", "MaxPool: 2x2 stride 2, right after a conv",
+            "ReLU/Quant: right after a conv or dense layer (one requantization)",
+            "a chain of layers (no residual adds yet)"),
+))

@@ -251,7 +251,12 @@ class Accelerator:
 
 def load_project(project_dir) -> Accelerator:
     """The accelerator of a hwgen project directory (its design.json)."""
-    return Accelerator(load_design(Path(project_dir)))
+    design = load_design(Path(project_dir))
+    if design.backend == "hlsinf":  # one engine run layer by layer from DDR: its own timing model
+        from potatura.sim.hlsinf import HlsinfAccelerator
+
+        return HlsinfAccelerator(design)
+    return Accelerator(design)
 
 
 def design_cycles(design: Design) -> dict:
