@@ -139,9 +139,6 @@ class TrainConfig(StrictModel):
             bad = {k: v for k, v in self.keep_neurons.items() if v < 1}
             if bad:
                 raise ValueError(f"keep_neurons must keep at least 1 neuron per layer, got {bad}")
-        if self.neq is not None and self.shrink_every:
-            raise ValueError("train.neq and train.shrink_every do not combine yet (NEq's per-neuron history "
-                             "would have to follow the removed neurons): use one of them")
         if self.sensitivity != "bounded" and self.method not in ("serene",) and "sensitivity" in self.model_fields_set:
             raise ValueError(f"sensitivity {self.sensitivity!r} applies to method serene only (method is {self.method!r})")
         return self

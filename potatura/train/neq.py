@@ -226,6 +226,7 @@ class NEqFreezing(TrainHook):
         # MACs per sample of each Conv2d/Linear: a weight gradient costs as many (2 FLOPs each).
         self.macs = {n: m.weight.numel() * positions.get(n, 1) for n, m in self.layers
                      if isinstance(m, (nn.Linear, nn.Conv2d))}
+        self._weight_numel = {n: m.weight.numel() for n, m in self.layers if n in self.macs}
         self._gen = torch.Generator().manual_seed(seed * 104_729 + 3)
         self._saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = []
         self._active: dict[str, torch.Tensor] = {}
@@ -404,6 +405,25 @@ class NEqFreezing(TrainHook):
             self.model.train(was_training)
         per_batch = (min(timings[False]) - min(timings[True])) / min(n, len(batches))
         return per_batch * len(batches)
+
+    def on_shrink(self, loop, removal: dict) -> None:
+        """Shrinking during training removed neurons: their history, velocity and frozen flags go too."""
+        for name, (_, keep, _, _) in removal.items():
+            if name in self.previous:
+                self.previous[name] = self.previous[name][:, keep.cpu()]
+            if name in self.frozen:
+                self.frozen[name] = self.frozen[name][keep.to(self.frozen[name].device)]
+            v = self.velocity.get(name)
+            if v is not None:
+                v.phi, v.value, v.trace = (t[keep.to(t.device)] if t is not None else None
+                                           for t in (v.phi, v.value, v.trace))
+        modules = dict(self.layers)
+        for name in self.macs:  # the producers and their consumers have smaller weights now
+            old = self.macs[name]
+            positions = old // max(1, self._weight_numel.get(name, 1))
+            self._weight_numel[name] = modules[name].weight.numel()
+            self.macs[name] = positions * self._weight_numel[name]
+        self._refresh_active()
 
     # -- checkpoint ----------------------------------------------------------------------------
     def state_dict(self) -> dict:

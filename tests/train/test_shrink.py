@@ -128,6 +128,13 @@ def test_serene_with_shrinking_trains_and_reports(digits_splits):
     assert history[-1]["remaining_neurons_pct"] < 100
 
 
-def test_neq_and_shrink_refused_together():
-    with pytest.raises(ValueError, match="do not combine"):
-        TrainConfig(neq={}, shrink_every=2)
+def test_neq_follows_shrinking(digits_splits):
+    model = _lenet()
+    cfg = _oneshot_cfg(epochs=6, shrink_every=1, neq={"eps": 0.05, "timing_batches": 0, "skip_min_frozen": 0.0})
+    setup = build_pruning(cfg, model, SHAPE)
+    history = TrainLoop(model, digits_splits, cfg, seed=0, hooks=setup.hooks).run().history
+    assert history[0]["shrink_removed_neurons"] == 24
+    # After the shrink the probe history has the kept channels only, and freezing went on.
+    assert setup.neq.previous["conv1"].shape[1] == 3 and setup.neq.previous["fc1"].shape[1] == 10
+    assert any(h["neq_frozen_pct"] > 0 for h in history[2:])
+    assert evaluate(model, digits_splits.x_test, digits_splits.y_test)["accuracy"] > 0.5
