@@ -394,9 +394,9 @@ def simplify_time(previous: Optional[str]) -> None:
     methods = {"potatura (this tree)": simplify}
     if previous:
         methods[f"potatura at {previous}"] = load_previous_simplify(previous)
-    print(f"\nSimplify time, VGG-16 torchvision layout (138,357,544 parameters, 50% of the neurons of every "
-          f"Conv2d and hidden Linear zeroed), input 1x3x224x224, 1 torch thread (torch.set_num_threads(1)), "
-          f"CPU shared with other jobs, one run each in this process:\n")
+    print("\nSimplify time, VGG-16 torchvision layout (138,357,544 parameters, 50% of the neurons of every "
+          "Conv2d and hidden Linear zeroed), input 1x3x224x224, 1 torch thread (torch.set_num_threads(1)), "
+          "CPU shared with other jobs, one run each in this process:\n")
     print("| implementation | simplify s | ratio | parameters after | max abs logit diff vs masked |")
     print("|---|---|---|---|---|")
     first = None

@@ -70,7 +70,10 @@ def simplify(model: nn.Module, example_input: torch.Tensor, *, allow_bias_maps: 
     batch is cut to its first sample). `model` is not modified. A model in train mode is simplified
     with its eval-mode behaviour, with a TrainModeWarning (and a log warning) naming that state.
     Raises UnsupportedError naming the layer when the model cannot be traced or holds a layer
-    simplify does not know.
+    simplify does not know, and naming the node when an in-place operator cannot be rewritten out
+    of place exactly (inplace.py). The result never has more parameters than `model`: a constant
+    channel is kept where a bias map would cost more (summary["constant_channels_kept"]), layers
+    sharing a parameter are kept whole and stay tied (summary["shared_parameters"]).
     """
     start = time.perf_counter()
     _warn_if_training(model)

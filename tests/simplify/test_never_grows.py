@@ -25,7 +25,7 @@ def _check(model, x, result):
 
 
 def test_random_architectures_never_grow_and_keep_their_logits():
-    grown, kept_instead, maps, tied = [], 0, 0, 0
+    kept_instead, maps, tied = 0, 0, 0
     for seed in range(RANDOM_ARCHITECTURES):
         model = masked_random_net(seed)
         x = torch.randn(4, *model.input_shape, generator=torch.Generator().manual_seed(seed))
