@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         pwe: Optional[int] = typer.Option(None, help="plateau waiting epochs before a threshold round"),
         target_params: Optional[float] = typer.Option(None, help="stop pruning at this % of parameters remaining"),
         target_neurons: Optional[float] = typer.Option(None, help="stop pruning at this % of neurons remaining"),
+        neq: bool = typer.Option(False, "--neq", help="freeze neurons at equilibrium (NEq, default settings; "
+                                 "tune with --set train.neq.eps=...)"),
+        shrink_every: Optional[int] = typer.Option(None, help="remove dead neurons from the model every N epochs"),
         force: bool = typer.Option(False, "--force", help="train again even when a finished run has the same inputs"),
         sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override any flow field, e.g. --set train.lr=0.1"),
     ) -> None:
@@ -33,9 +36,11 @@ def register(app: typer.Typer) -> None:
         from potatura.cli_common import _load, _run
 
         options = {"method": method, "sensitivity": sensitivity, "lmbda": lmbda, "epochs": epochs, "twt": twt,
-                   "pwe": pwe, "target_parameters_pct": target_params, "target_neurons_pct": target_neurons}
+                   "pwe": pwe, "target_parameters_pct": target_params, "target_neurons_pct": target_neurons,
+                   "shrink_every": shrink_every}
         extra = [f"train.{k}={v}" for k, v in options.items() if v is not None]
-        cfg = _load(flow, list(sets or []) + extra)
+        # --neq first, so that --set train.neq.eps=... given with it still applies.
+        cfg = _load(flow, (["train.neq={}"] if neq else []) + list(sets or []) + extra)
         _run(cfg, only=["train"], force=force)
 
     @app.command("analyze")

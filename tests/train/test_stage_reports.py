@@ -77,3 +77,22 @@ def test_pruning_end_mark():
     assert pruning_end_epoch(hist) == 2
     assert pruning_end_epoch([{"epoch": 1}, {"epoch": 2, "pruned": "one-shot L1"}]) == 2
     assert pruning_end_epoch([{"epoch": 1}]) is None
+
+
+def test_potatura_train_neq_and_shrink_flags(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "flow.yaml"
+    path.write_text(FLOW.format(runs=tmp_path / "runs", method="magnitude-oneshot", epochs=4)
+                    + "  target_neurons_pct: 50\n  oneshot_epoch: 1\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "potatura", "train", str(path), "--neq", "--set", "train.neq.eps=0.05",
+                          "--shrink-every", "1"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "runs" / "r" / "train" / "summary.json").read_text())
+    assert summary["hyperparameters"]["neq"]["eps"] == 0.05 and summary["hyperparameters"]["shrink_every"] == 1
+    assert summary["shrink"]["events"][0]["removed"] == {"conv1": 2, "conv2": 4, "fc1": 8}
+    assert "mean_frozen_pct" in summary["neq"]
+    assert summary["neurons_per_layer"]["conv1"] == [2, 4]  # model.pt expanded back: 2 of 4 alive
