@@ -3,7 +3,7 @@
 Outputs (under <run>/train/):
     model.pt         the zoo architecture with pruned weights at exactly zero (save_model_file + spec)
     metrics.json     one record per epoch: losses, accuracies, LR, remaining parameters/neurons/MACs %
-                     (rewritten after every epoch, as is curves.png, so a long run can be watched)
+                     (rewritten after every epoch, curves.png every 30 s, so a long run can be watched)
     summary.json     final test accuracy, sparsity per layer and network, pruning rounds, timings
     sparsity.json    per-layer neurons, parameters and MACs (total and remaining)
     data_stats.json  normalization and shapes for later stages
@@ -12,6 +12,8 @@ Outputs (under <run>/train/):
 """
 
 from __future__ import annotations
+
+import time
 
 from potatura.artifacts import write_json
 from potatura.data import load_dataset
@@ -25,6 +27,7 @@ from potatura.train.presets import resolve_train_config
 from potatura.train.stats import neurons_per_layer, sparsity_report
 
 CURVE_KEYS = ("remaining_parameters_pct", "remaining_neurons_pct", "lr")
+CURVES_EVERY_SECONDS = 30.0
 
 
 def run(ctx: StageContext) -> dict:
@@ -48,15 +51,19 @@ def run(ctx: StageContext) -> dict:
                  train_cfg.epochs, train_cfg.batch_size, f", preset {preset}" if preset else "")
     pruning = build_pruning(train_cfg, model, data.input_shape, log=ctx.log, seed=cfg.seed)
     epochs = train_cfg.epochs
+    last_plot = [time.monotonic()]
     with ctx.progress.task("train", total=epochs) as bar:
         def on_epoch(m: dict) -> None:
             extra = ""
             if "remaining_neurons_pct" in m:
                 extra = f" params {m['remaining_parameters_pct']:.1f}% neurons {m['remaining_neurons_pct']:.1f}%"
             bar(completed=m["epoch"], description=f"train epoch {m['epoch']}/{epochs} val acc {m['val_accuracy']:.3f}{extra}")
-            # Written every epoch, so that a long run can be watched.
+            # Written during the run, so that a long run can be watched: metrics.json every epoch, the
+            # plot (about 0.5 s to draw) at most every CURVES_EVERY_SECONDS; both again at the end.
             write_json(ctx.path("metrics.json"), loop.history)
-            plot_history(loop.history, ctx.path("curves.png"), extra_keys=CURVE_KEYS)
+            if time.monotonic() - last_plot[0] >= CURVES_EVERY_SECONDS:
+                plot_history(loop.history, ctx.path("curves.png"), extra_keys=CURVE_KEYS)
+                last_plot[0] = time.monotonic()
 
         loop = TrainLoop(model, data, train_cfg, seed=cfg.seed, checkpoint_dir=ctx.out_dir, log=ctx.log,
                          on_epoch=on_epoch, hooks=[*pruning.hooks, _ResumeProgress(bar, epochs)])
