@@ -37,6 +37,10 @@ class NEqConfig(StrictModel):
     baseline: Literal["neq", "random"] = Field(
         "neq", description="random: the paper's baseline, freezing random neurons of each layer at the fraction "
         "NEq would freeze")
+    frozen_momentum: Literal["keep", "decay"] = Field(
+        "keep", description="a frozen neuron's momentum buffer: keep (unchanged while frozen, so the neuron resumes "
+        "where it stopped) or decay (multiplied by the momentum each step, as for a zero gradient: ALGORITHMS.md's "
+        "wording)")
     skip_min_frozen: float = Field(0.5, ge=0, le=1, description="a layer computes weight gradients of its "
                                    "active rows only when at least this fraction of its neurons is frozen (below it "
                                    "the extra indexing costs more than it saves; frozen rows are kept either way)")

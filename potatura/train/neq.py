@@ -11,7 +11,9 @@ neuron i (an output channel of a Conv2d, Linear or BatchNorm layer; never the cl
 
 Neuron i is frozen for the next epoch when |v_i^t| <= eps; the set is rebuilt every epoch, so a
 neuron can thaw. A frozen neuron's parameters (its weight row/filter, bias, BatchNorm gamma/beta)
-and their momentum buffers are left exactly as they were by every optimizer step.
+are left exactly as they were by every optimizer step, and so are their momentum buffers
+(frozen_momentum "keep"; "decay" multiplies them by the momentum each step instead, as a zero
+gradient would).
 
 Savings are real, not only counted: each Conv2d/Linear with at least `skip_min_frozen` of its
 outputs frozen runs through a custom autograd function whose backward computes the weight and
@@ -298,7 +300,8 @@ class NEqFreezing(TrainHook):
             buf = loop.optimizer.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
                 if buf_values is not None:
-                    buf[rows] = buf_values
+                    decay = loop.optimizer.param_groups[0]["momentum"] if self.cfg.frozen_momentum == "decay" else 1.0
+                    buf[rows] = buf_values * decay
                 else:  # the buffer was created by this step: a frozen row starts with none
                     buf[rows] = 0.0
         self._saved = []

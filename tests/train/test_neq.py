@@ -92,6 +92,34 @@ def test_frozen_neuron_weights_and_momentum_unchanged(digits_splits):
     assert "forward" not in vars(model.fc1)
 
 
+def test_frozen_momentum_decay_option(digits_splits):
+    model, cfg, hook, frozen = _frozen_setup([0, 2])
+    hook.cfg = hook.cfg.model_copy(update={"frozen_momentum": "decay"})
+    loop = TrainLoop(model, digits_splits, cfg, hooks=[hook])
+    hook.on_run_start(loop)
+    opt = loop.optimizer
+    x, y = digits_splits.x_train[:32], digits_splits.y_train[:32]
+    hook.frozen = {}
+    hook._refresh_active()
+    for freeze in (False, True):
+        if freeze:
+            hook.frozen = {"fc1": frozen}
+            hook._refresh_active()
+            w0 = model.fc1.weight.detach().clone()
+            m0 = opt.state[model.fc1.weight]["momentum_buffer"].clone()
+        opt.zero_grad()
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        hook.after_backward(loop, x, y, logits, loss)
+        opt.step()
+        hook.after_step(loop)
+    m1 = opt.state[model.fc1.weight]["momentum_buffer"]
+    assert torch.equal(model.fc1.weight.detach()[frozen], w0[frozen])
+    assert torch.allclose(m1[frozen], 0.9 * m0[frozen])
+    hook.on_run_end(loop)
+
+
 @pytest.mark.parametrize("kind", ["linear", "conv"])
 def test_gradient_skipping_equals_masking_for_active_rows(kind):
     torch.manual_seed(0)
