@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from potatura.data.idx import find_idx_pair, read_idx, write_idx
 from potatura.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DatasetSplits", "load_dataset", "read_idx", "write_idx", "find_data_dir", "source_fingerprint", "DEBIAN_DATASETS"]
 
@@ -255,6 +259,8 @@ def load_dataset(cfg, seed: int = 0) -> DatasetSplits:
     if cfg.normalize:
         mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
     num_classes, notes = _class_count(cfg, np.concatenate([y_train, y_val, y_test]), source)
+
+    import torch
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray((a - mean) / std, dtype=np.float32))

@@ -9,7 +9,17 @@ Public face:
 Importing this package imports no backend's tool (hls4ml loads when a project is converted).
 """
 
-from potatura.hwgen.backend import Backend, apply_passes, get_backend
-from potatura.hwgen.reader import QonnxGraph, read_qonnx
+# Lazy (PEP 562): the flow-file schema imports potatura.hwgen.config, and `potatura --help` or a
+# config error should not pay for numpy either (issue 9 item 8).
+_EXPORTS = {"Backend": "potatura.hwgen.backend", "apply_passes": "potatura.hwgen.backend",
+            "get_backend": "potatura.hwgen.backend", "QonnxGraph": "potatura.hwgen.reader",
+            "read_qonnx": "potatura.hwgen.reader"}
+__all__ = list(_EXPORTS)
 
-__all__ = ["Backend", "QonnxGraph", "apply_passes", "get_backend", "read_qonnx"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'potatura.hwgen' has no attribute {name!r}")

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, Callable
-
-from torch import nn
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from potatura.errors import ConfigError
-from potatura.models.densenet import SmallDenseNet
-from potatura.models.lenet import LeNet5, LeNet300
-from potatura.models.resnet import ResNetCifar
-from potatura.models.vgg import VGG
 
-_ZOO: dict[str, Callable[..., nn.Module]] = {
-    "lenet300": LeNet300,
-    "lenet5": LeNet5,
-    "vgg-small": partial(VGG, layout="vgg-small"),
-    "vgg11": partial(VGG, layout="vgg11"),
-    "vgg16": partial(VGG, layout="vgg16"),
-    "resnet8": partial(ResNetCifar, depth=8),
-    "resnet20": partial(ResNetCifar, depth=20),
-    "resnet32": partial(ResNetCifar, depth=32),
-    "densenet-small": SmallDenseNet,
+if TYPE_CHECKING:
+    from torch import nn
+
+# name -> (module, class, fixed keyword options). Classes are imported when a model is built:
+# the flow-file schema checks names here and must not pay for torch.
+_ZOO: dict[str, tuple[str, str, dict]] = {
+    "lenet300": ("potatura.models.lenet", "LeNet300", {}),
+    "lenet5": ("potatura.models.lenet", "LeNet5", {}),
+    "vgg-small": ("potatura.models.vgg", "VGG", {"layout": "vgg-small"}),
+    "vgg11": ("potatura.models.vgg", "VGG", {"layout": "vgg11"}),
+    "vgg16": ("potatura.models.vgg", "VGG", {"layout": "vgg16"}),
+    "resnet8": ("potatura.models.resnet", "ResNetCifar", {"depth": 8}),
+    "resnet20": ("potatura.models.resnet", "ResNetCifar", {"depth": 20}),
+    "resnet32": ("potatura.models.resnet", "ResNetCifar", {"depth": 32}),
+    "densenet-small": ("potatura.models.densenet", "SmallDenseNet", {}),
 }
 
 
@@ -34,8 +33,10 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     """Build a zoo model for inputs of shape (C, H, W) and `num_classes` outputs."""
     if name not in _ZOO:
         raise ConfigError(f"model.name: unknown model {name!r}; accepted: {', '.join(_ZOO)}")
+    module, cls, fixed = _ZOO[name]
+    factory = getattr(importlib.import_module(module), cls)
     try:
-        return _ZOO[name](tuple(input_shape), int(num_classes), **options)
+        return factory(tuple(input_shape), int(num_classes), **{**fixed, **options})
     except TypeError as exc:
         raise ConfigError(f"model.options for {name!r}: {exc}") from None
     except ValueError as exc:

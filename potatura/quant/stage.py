@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from potatura.data import load_dataset
-from potatura.flow import Stage, StageContext
-from potatura.models import load_model_file
-from potatura.quant.pipeline import quantize
+from potatura import formats
+from potatura.flow import Input, Output, Stage, StageContext
 
 
 def run(ctx: StageContext) -> dict:
+    # Imported here: a cached re-run reads the Stage record only and must not pay for torch/Brevitas.
+    from potatura.data import load_dataset
+    from potatura.models import load_model_file
+    from potatura.quant.pipeline import quantize
+
     cfg = ctx.config
     data = load_dataset(cfg.data, cfg.seed)
     model, _ = load_model_file(ctx.input("simplify", "model"))
@@ -69,4 +72,8 @@ STAGE = Stage(
     needs=("train", "simplify"),
     description="quantize with Brevitas (PTQ, optional QAT), export QONNX, check the integer reference",
     headline=headline,
+    inputs=(Input("simplify", "model"), Input("train", "model", optional=True)),
+    outputs=(Output("qonnx", formats.QONNX, "model.qonnx.onnx"), Output("quant_json", formats.JSON, "quant.json"),
+             Output("golden", formats.GOLDEN, "golden.npz"), Output("brevitas_model", formats.BREVITAS, "brevitas.pt"),
+             Output("summary", formats.JSON, "summary.json")),
 )

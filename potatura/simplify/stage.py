@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from potatura.artifacts import write_json
-from potatura.data import load_dataset
-from potatura.errors import PotaturaError
+from typing import TYPE_CHECKING
+
 from potatura import formats
+from potatura.artifacts import write_json
+from potatura.errors import PotaturaError
 from potatura.flow import Input, Output, Stage, StageContext
-from potatura.models import load_model_file, save_model_file
-from potatura.simplify.pipeline import SimplifyResult, simplify
-from potatura.simplify.report import compare_logits
+
+if TYPE_CHECKING:
+    from potatura.simplify.pipeline import SimplifyResult
 
 
 class SimplifyCheckError(PotaturaError):
     """The simplified model's logits differ from the original's beyond the configured tolerance."""
 
 
-def check_agreement(result: SimplifyResult, check: dict, tolerance: float, where: str) -> None:
+def check_agreement(result: "SimplifyResult", check: dict, tolerance: float, where: str) -> None:
     if not check["relative_logit_difference"] <= tolerance:  # NaN compares false: non-finite logits fail
         raise SimplifyCheckError(
             f"simplify: logits differ by {check['max_abs_logit_difference']:.3g} (relative "
@@ -47,6 +48,12 @@ def log_summary(log, summary: dict) -> None:
 
 
 def run(ctx: StageContext) -> dict:
+    # Imported here: a cached re-run reads the Stage record only and must not pay for torch.
+    from potatura.data import load_dataset
+    from potatura.models import load_model_file, save_model_file
+    from potatura.simplify.pipeline import simplify
+    from potatura.simplify.report import compare_logits
+
     cfg = ctx.config
     model, payload = load_model_file(ctx.input("train", "model"))
     data = load_dataset(cfg.data, cfg.seed)

@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import time
 
-from potatura.artifacts import write_json
-from potatura.data import load_dataset
 from potatura import formats
+from potatura.artifacts import write_json
 from potatura.flow import Output, Stage, StageContext
-from potatura.models import build_model, load_model_file, save_model_file
-from potatura.train.loop import TrainHook, TrainLoop, count_parameters, evaluate, seed_everything
-from potatura.train.methods import build_pruning
-from potatura.train.plots import plot_history
-from potatura.train.presets import resolve_train_config
-from potatura.train.stats import neurons_per_layer, sparsity_report
 
 CURVE_KEYS = ("remaining_parameters_pct", "remaining_neurons_pct", "lr")
 CURVES_EVERY_SECONDS = 30.0
 
 
 def run(ctx: StageContext) -> dict:
+    # Imported here: a cached re-run reads the Stage record only and must not pay for torch.
+    from potatura.data import load_dataset
+    from potatura.models import build_model, load_model_file, save_model_file
+    from potatura.train.loop import TrainLoop, count_parameters, evaluate, seed_everything
+    from potatura.train.methods import build_pruning
+    from potatura.train.plots import plot_history
+    from potatura.train.presets import resolve_train_config
+    from potatura.train.stats import neurons_per_layer, sparsity_report
+
     cfg = ctx.config
     data = load_dataset(cfg.data, cfg.seed)
     for note in data.notes:
@@ -159,15 +161,17 @@ def neq_summary(history: list[dict]) -> dict:
     }
 
 
-class _ResumeProgress(TrainHook):
-    """Moves the progress bar to the resumed epoch (a resumed run otherwise shows 0/N until an epoch ends)."""
+def _ResumeProgress(bar, epochs: int):  # noqa: N802 (made like a class; TrainHook is imported only when training)
+    """A hook that moves the progress bar to the resumed epoch (a resumed run otherwise shows 0/N
+    until an epoch ends)."""
+    from potatura.train.loop import TrainHook
 
-    def __init__(self, bar, epochs: int):
-        self.bar, self.epochs = bar, epochs
+    class ResumeProgress(TrainHook):
+        def on_run_start(self, loop) -> None:
+            if loop.epoch:
+                bar(completed=loop.epoch, description=f"train resumed after epoch {loop.epoch}/{epochs}")
 
-    def on_run_start(self, loop) -> None:
-        if loop.epoch:
-            self.bar(completed=loop.epoch, description=f"train resumed after epoch {loop.epoch}/{self.epochs}")
+    return ResumeProgress()
 
 
 def headline(stage_dir) -> str | None:
