@@ -93,6 +93,7 @@ def main() -> None:
     spec = QUICK if args.quick else FULL
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     rows = []
+    load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     try:
         for workers in (1, 2):
             for cache in (False, True):
@@ -105,7 +106,8 @@ def main() -> None:
     base = rows[0]["wall"]
     print()
     print(f"sweep bench ({'quick: MLP 24-12, 2 epochs' if args.quick else 'LeNet-5 on digits, hwgen + sim'}); "
-          f"{os.cpu_count()} CPU cores, load average before {os.getloadavg()[0]:.1f}; LocalCluster processes, "
+          f"{os.cpu_count()} CPU cores, 1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after; "
+          f"LocalCluster processes, "
           f"1 thread per worker, torch threads 1 per trial, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
     print()
     print("| workers | stage cache | trials (complete) | wall s | trials/hour | speed-up | train runs | stages reused "

@@ -170,7 +170,8 @@ class SweepConfig(StrictModel):
     workers: int = Field(2, ge=1, description="LocalCluster workers (one thread each); trials in flight at once")
     threads_per_trial: int = Field(1, ge=1, description="torch threads inside a trial")
     stage_cache: bool = Field(True, description="share stage outputs across trials (<sweep>/stage_cache)")
-    retries: int = Field(2, ge=0, description="Dask retries of a trial whose worker died or raised a bug")
+    retries: int = Field(2, ge=0, description="times a trial is rerun after its worker died mid-trial (on the "
+                         "LocalCluster; a --scheduler's own distributed.scheduler.allowed-failures applies there)")
 
     @field_validator("name")
     @classmethod

@@ -200,7 +200,8 @@ def tell(study, loaded: LoadedSweep, trial, result: dict) -> None:
         study.tell(trial, values)
 
 
-def _client(scheduler: Optional[str], workers: int):
+def _client(scheduler: Optional[str], workers: int, retries: int):
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
@@ -208,8 +209,11 @@ def _client(scheduler: Optional[str], workers: int):
             return Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s"), None
         except (OSError, TimeoutError) as exc:
             raise PotaturaError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc})") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+    # A worker that dies mid-task makes the scheduler move the task elsewhere, up to allowed-failures
+    # times (run_trial itself never raises: failures are results).
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -235,7 +239,7 @@ def run_sweep(loaded: LoadedSweep, resume: bool = False, scheduler: Optional[str
     cluster = None
     check_state(loaded, resume)
     if own_client:  # before anything is written: a wrong address leaves no half-made sweep behind
-        client, cluster = _client(scheduler, n_workers)
+        client, cluster = _client(scheduler, n_workers, cfg.retries)
     t0 = time.perf_counter()
     live: dict[int, Any] = {}  # trial number -> optuna Trial being run
 
@@ -245,8 +249,7 @@ def run_sweep(loaded: LoadedSweep, resume: bool = False, scheduler: Optional[str
         live[trial.number] = trial
         from potatura.sweep.trial import run_trial
 
-        return client.submit(run_trial, spec, key=f"potatura-sweep-{cfg.name}-trial-{trial.number}",
-                             retries=cfg.retries, pure=False)
+        return client.submit(run_trial, spec, key=f"potatura-sweep-{cfg.name}-trial-{trial.number}", pure=False)
 
     try:
         study = open_study(loaded, resume)

@@ -132,6 +132,10 @@ def run_trial(spec: dict) -> dict:
     threads). Returns a JSON-able result: status "complete" | "failed", reason, metrics, sources,
     stages (per-stage status and cache use), seconds, worker (host:pid).
     """
+    # The flow runner's thread setting (potatura.threads): a worker runs one trial at a time, with
+    # spec["threads"] torch threads; OpenMP threads wait passively (set before torch loads).
+    os.environ["POTATURA_THREADS"] = str(int(spec.get("threads", 1)))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from potatura import stagecache
@@ -140,7 +144,7 @@ def run_trial(spec: dict) -> dict:
     from potatura.flow import run_flow
 
     number = spec["number"]
-    torch.set_num_threads(int(spec.get("threads", 1)))
+    torch.set_num_threads(int(spec["threads"]) if spec.get("threads") else 1)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"number": number, "status": "complete", "reason": None,
                               "worker": f"{socket.gethostname()}:{os.getpid()}"}
