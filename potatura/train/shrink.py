@@ -33,7 +33,6 @@ computes the same logits as the shrunk network.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,7 @@ from torch import fx, nn
 
 from potatura.errors import UnsupportedError
 from potatura.train.loop import TrainHook
-from potatura.train.masks import alive_neurons, prunable_neuron_layers
+from potatura.train.masks import prunable_neuron_layers
 
 CHANNELWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU,
                        nn.MaxPool2d, nn.Flatten, nn.Identity)

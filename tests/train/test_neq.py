@@ -37,8 +37,10 @@ def test_velocity_code_form_hand_computed():
 def test_neuron_similarity_cases():
     prev = torch.zeros(2, 4, 3)
     cur = torch.zeros(2, 4, 3)
-    prev[:, 0] = torch.tensor([1.0, 0.0, 0.0]); cur[:, 0] = torch.tensor([2.0, 0.0, 0.0])   # same direction: 1
-    prev[:, 1] = torch.tensor([1.0, 0.0, 0.0]); cur[:, 1] = torch.tensor([0.0, 1.0, 0.0])   # orthogonal: 0
+    prev[:, 0] = torch.tensor([1.0, 0.0, 0.0])
+    cur[:, 0] = torch.tensor([2.0, 0.0, 0.0])  # same direction: 1
+    prev[:, 1] = torch.tensor([1.0, 0.0, 0.0])
+    cur[:, 1] = torch.tensor([0.0, 1.0, 0.0])  # orthogonal: 0
     # channel 2: both zero -> 1; channel 3: only one zero -> 0
     cur[:, 3] = 1.0
     cur[1, 1] = torch.tensor([1.0, 1.0, 0.0])  # sample 1 at 45 degrees: mean (0 + cos 45) / 2
