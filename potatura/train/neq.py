@@ -232,6 +232,7 @@ class NEqFreezing(TrainHook):
         self._gen = torch.Generator().manual_seed(seed * 104_729 + 3)
         self._saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = []
         self._active: dict[str, torch.Tensor] = {}
+        self._frozen_rows: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._patched: list[nn.Module] = []
         self.skipping = True
 
@@ -241,6 +242,13 @@ class NEqFreezing(TrainHook):
 
     def _refresh_active(self) -> None:
         self._active = {}
+        # The frozen rows as index tensors, built once per epoch (not per step).
+        self._frozen_rows = []
+        for name, module in self.layers:
+            frozen = self.frozen.get(name)
+            if frozen is not None and frozen.any():
+                rows = torch.nonzero(frozen).flatten().to(module.weight.device)
+                self._frozen_rows += [(p, rows) for p in (module.weight, module.bias) if p is not None]
         for name, module in self.layers:
             frozen = self.frozen.get(name)
             if frozen is not None and frozen.any() and float(frozen.float().mean()) >= self.cfg.skip_min_frozen:
@@ -276,34 +284,28 @@ class NEqFreezing(TrainHook):
         self._uninstall()
 
     def _frozen_params(self, optimizer):
-        for name, module in self.layers:
-            frozen = self.frozen.get(name)
-            if frozen is None or not frozen.any():
-                continue
-            for p in (module.weight, module.bias):
-                if p is None:
-                    continue
-                buf = optimizer.state.get(p, {}).get("momentum_buffer")
-                yield p, frozen.to(p.device), buf
+        """(parameter, frozen row indices, momentum buffer or None) of every layer with frozen neurons."""
+        for p, rows in self._frozen_rows:
+            yield p, rows, optimizer.state.get(p, {}).get("momentum_buffer")
 
     @torch.no_grad()
     def after_backward(self, loop, x, y, logits, loss) -> None:
         # Keep the frozen rows (and their momentum) to put back after the step: the step still
         # moves them through weight decay and the momentum of earlier epochs.
-        self._saved = [(p, rows, p[rows].clone(), buf[rows].clone() if buf is not None else None)
+        self._saved = [(p, rows, p.index_select(0, rows), buf.index_select(0, rows) if buf is not None else None)
                        for p, rows, buf in self._frozen_params(loop.optimizer)]
 
     @torch.no_grad()
     def after_step(self, loop) -> None:
+        decay = loop.optimizer.param_groups[0]["momentum"] if self.cfg.frozen_momentum == "decay" else 1.0
         for p, rows, values, buf_values in self._saved:
-            p[rows] = values
+            p.index_copy_(0, rows, values)
             buf = loop.optimizer.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
-                if buf_values is not None:
-                    decay = loop.optimizer.param_groups[0]["momentum"] if self.cfg.frozen_momentum == "decay" else 1.0
-                    buf[rows] = buf_values * decay
-                else:  # the buffer was created by this step: a frozen row starts with none
-                    buf[rows] = 0.0
+                if buf_values is None:  # the buffer was created by this step: a frozen row starts with none
+                    buf.index_fill_(0, rows, 0.0)
+                else:
+                    buf.index_copy_(0, rows, buf_values.mul_(decay) if decay != 1.0 else buf_values)
         self._saved = []
 
     @torch.no_grad()
