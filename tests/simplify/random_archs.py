@@ -109,8 +109,13 @@ class RandomNet(nn.Module):
 
 @torch.no_grad()
 def masked_random_net(seed: int) -> RandomNet:
-    """A RandomNet with random dead neurons (the classifier keeps its rows) in eval mode."""
-    net = RandomNet(seed)
+    """A RandomNet with random dead neurons (the classifier keeps its rows) in eval mode.
+
+    Deterministic for a seed: the layers' initial weights come from torch's RNG seeded with it
+    (and the caller's RNG state is restored)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = RandomNet(seed)
     rng = np.random.default_rng(seed + 1)
     gen = torch.Generator().manual_seed(seed)
     layers = [m for m in net.blocks if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]
