@@ -18,6 +18,11 @@ narrow range, rounding) and from the integer weights themselves:
 The Quant -> ap_fixed mapping is exact: QONNX clips to integer bounds and then rounds, ap_fixed
 rounds and then saturates, and with integer bounds both give the same code.
 
+The graph may branch: residual adds (an exact sum), channel concatenations (every input cast
+exactly to one type) and average pooling over power-of-two windows (exact with log2(window) more
+fractional bits) are read too. Ops qonnx leaves channels-first behind a Transpose (Concat,
+GlobalAveragePool, ...) are read in the IR's channels-last layout.
+
 What stays in the IR is what any backend needs; how one backend names and merges layers (hls4ml
 folds a Relu -> Quant pair into one layer) is that backend's lowering (docs/ARCHITECTURE.md).
 Each layer records the ONNX nodes it covers in attrs["onnx_nodes"] ([name, op_type] pairs).
@@ -37,7 +42,9 @@ from potatura.hw.types import ROUNDING, FixedType, po2_exponent
 
 SUPPORTED_OPS = ("Quant (power-of-two scale, zero point 0)", "Conv (2D, group 1, dilation 1)",
                  "Gemm/MatMul (+ Add bias)", "Relu", "MaxPool (no padding)", "Flatten/Reshape to (1, n)",
-                 "Transpose (layout)", "Identity/Dropout")
+                 "Add (of two tensors)", "Concat (channels)",
+                 "AveragePool/GlobalAveragePool (no padding, power-of-two window)", "Transpose (layout)",
+                 "Identity/Dropout")
 
 
 @dataclass
@@ -104,7 +111,9 @@ class _Tensor:
     type: FixedType | None = None
     lo: int = 0
     hi: int = 0
-    order: str = "row-major"  # "CHW" after a Transpose NHWC -> NCHW (only a Flatten may read it)
+    # "CHW": the ONNX tensor is the NCHW view of the layer's (H, W, C) data (a Transpose NHWC -> NCHW
+    # before a Flatten, or an op qonnx left channels-first); `shape` is always the layer's.
+    order: str = "row-major"
     nodes: tuple = ()  # layout-only nodes passed on the way ([name, op_type]), recorded by the next layer
 
 
@@ -147,18 +156,47 @@ class QonnxReader:
         if tensor.type is None:
             raise self.fail(node, "the model input must be quantized first (Brevitas QuantIdentity with a "
                                   "fixed-point quantizer at the input)")
-        if tensor.order != "row-major" and node.op_type not in ("Flatten", "Reshape"):
-            raise self.fail(node, "reads a tensor transposed to channels-first; only a Flatten may")
+        if tensor.order != "row-major" and node.op_type not in LAYOUT_FREE:
+            raise self.fail(node, "reads a tensor transposed to channels-first")
         return tensor
 
+    def ir_shape(self, tensor: str, order: str) -> tuple[int, ...]:
+        """The layer shape of an ONNX tensor: (H, W, C) for the NCHW view of channels-last data."""
+        shape = self.shape(tensor)
+        return (shape[1], shape[2], shape[0]) if order == "CHW" and len(shape) == 3 else shape
+
+    def data_input_at(self, node, index: int) -> _Tensor:
+        """Input `index` of a multi-input node, which must be quantized and channels-last."""
+        tensor = self.tensors[node.input[index]]
+        if tensor.type is None:
+            raise self.fail(node, "the model input must be quantized first (Brevitas QuantIdentity with a "
+                                  "fixed-point quantizer at the input)")
+        return tensor
+
+    def add_merge(self, node, op: Op, srcs: list, result_type: FixedType, lo: int, hi: int) -> Layer:
+        """Append a layer of several inputs (ADD, CONCAT) named after `node`; they share one layout."""
+        order = srcs[0].order
+        if any(t.order != order for t in srcs):
+            raise self.fail(node, "its inputs are in different layouts (channels-first and channels-last)")
+        shapes = tuple(self.tensors_layer_shape(t) for t in srcs)
+        passed = [list(n) for t in srcs for n in t.nodes]
+        layer = Layer(node.name, op, tuple(t.layer for t in srcs), shapes, self.ir_shape(node.output[0], order),
+                      input_type=srcs[0].type, result_type=result_type,
+                      attrs={"onnx_nodes": [*passed, [node.name, node.op_type]]})
+        self.layers.append(layer)
+        self.tensors[node.output[0]] = _Tensor(layer.name, layer.out_shape, result_type, lo, hi, order)
+        return layer
+
     def add_layer(self, node, op: Op, src: _Tensor, out_tensor: str, result_type: FixedType, lo: int, hi: int,
-                  nodes: tuple = (), **fields) -> Layer:
+                  nodes: tuple = (), out_shape: tuple | None = None, **fields) -> Layer:
         """Append a one-input layer named after `node` and record its output tensor."""
-        layer = Layer(node.name, op, (src.layer,), (self.tensors_layer_shape(src),), self.shape(out_tensor),
+        order = src.order if op in (Op.QUANT, Op.RELU, Op.MAXPOOL2D, Op.AVGPOOL2D) else "row-major"
+        layer = Layer(node.name, op, (src.layer,), (self.tensors_layer_shape(src),),
+                      out_shape or self.ir_shape(out_tensor, order),
                       input_type=src.type, result_type=result_type, **fields)
         layer.attrs["onnx_nodes"] = [list(n) for n in (*src.nodes, (node.name, node.op_type), *nodes)]
         self.layers.append(layer)
-        self.tensors[out_tensor] = _Tensor(layer.name, layer.out_shape, result_type, lo, hi)
+        self.tensors[out_tensor] = _Tensor(layer.name, layer.out_shape, result_type, lo, hi, order)
         return layer
 
     def tensors_layer_shape(self, src: _Tensor) -> tuple[int, ...]:
@@ -254,7 +292,7 @@ class QonnxReader:
             raise UnsupportedError(f"hwgen: {self.source}: the model input is never quantized (add a QuantIdentity)")
         if out is None or out.layer is None:
             raise DataError(f"{self.source}: the output {out_tensor!r} is not computed from the input")
-        if out.nodes:
+        if out.order != "row-major":
             raise UnsupportedError(f"hwgen: {self.source}: the output is transposed by {out.nodes[-1][0]!r}; "
                                    "the accelerator's output is channels-last")
         used = {i for layer in self.layers for i in layer.inputs} | {out.layer}
@@ -279,6 +317,8 @@ class QonnxReader:
 
 
 # --- one handler per ONNX operator ---
+# Operators that may read the NCHW view of channels-last data (they do not mix H, W and C, or say how).
+LAYOUT_FREE = ("Flatten", "Reshape", "Quant", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool")
 Handler = Callable[[QonnxReader, object], None]
 
 
@@ -301,7 +341,7 @@ def _quant(r: QonnxReader, node) -> None:
     shift = ftype.frac - src.type.frac
     lo = max(ftype.min_code, min(_shift_floor(src.lo, shift), ftype.max_code))
     hi = min(ftype.max_code, max(_shift_ceil(src.hi, shift), ftype.min_code))
-    r.add_layer(node, Op.QUANT, src, node.output[0], ftype, lo, hi)
+    r.add_layer(node, Op.QUANT, src, node.output[0], ftype, lo, hi, out_shape=r.tensors_layer_shape(src))
 
 
 def _transpose(r: QonnxReader, node) -> None:
@@ -313,13 +353,16 @@ def _transpose(r: QonnxReader, node) -> None:
                            "fixed-point quantizer at the input)")
     if len(shape) == 3 and perm == [0, 3, 1, 2] and src.order == "row-major":
         order = "CHW"  # back to the NCHW order a Flatten of the trained model expects
-    elif sorted(perm) == list(range(len(perm))) and [shape[p - 1] for p in perm[1:] if shape[p - 1] != 1] == \
+    elif len(shape) == 3 and perm == [0, 2, 3, 1] and src.order == "CHW":
+        order = "row-major"  # and back to channels-last
+    elif src.order == "row-major" and sorted(perm) == list(range(len(perm))) and [shape[p - 1] for p in perm[1:] if shape[p - 1] != 1] == \
             [d for d in shape if d != 1]:
         order = src.order  # moves only axes of size 1: the data order does not change
     else:
         raise r.fail(node, f"transpose {perm} of a {list(shape)} tensor changes the data order; only NHWC -> NCHW "
                            "before a Flatten is supported")
-    r.tensors[node.output[0]] = _Tensor(src.layer, r.shape(node.output[0]), src.type, src.lo, src.hi, order,
+    shape = r.shape(node.output[0]) if order == src.order else src.shape
+    r.tensors[node.output[0]] = _Tensor(src.layer, shape, src.type, src.lo, src.hi, order,
                                         (*src.nodes, (node.name, node.op_type)))
 
 
@@ -374,7 +417,8 @@ def _matmul(r: QonnxReader, node) -> None:
 def _relu(r: QonnxReader, node) -> None:
     src = r.data_input(node)
     rtype = FixedType.holding(0, max(src.hi, 0), src.type.frac)
-    r.add_layer(node, Op.RELU, src, node.output[0], rtype, max(src.lo, 0), max(src.hi, 0))
+    r.add_layer(node, Op.RELU, src, node.output[0], rtype, max(src.lo, 0), max(src.hi, 0),
+                out_shape=r.tensors_layer_shape(src))
 
 
 def _maxpool(r: QonnxReader, node) -> None:
@@ -397,14 +441,66 @@ def _flatten(r: QonnxReader, node) -> None:
 
 
 def _add(r: QonnxReader, node) -> None:
-    src = r.tensors.get(node.input[0]) or r.tensors.get(node.input[1])
-    producer = next((layer for layer in r.layers if src is not None and layer.name == src.layer), None)
-    if any(r.is_constant(t) for t in node.input) and producer is not None and producer.op == Op.CONV2D:
-        raise r.fail(node, "a constant added after a convolution (simplify's per-position bias map) "
-                           "has no hls4ml layer; simplify with simplify.bias_maps: refuse, or train "
-                           "so that pruned neurons of padded convolutions carry no constant")
-    raise r.fail(node, "only a constant bias right after a MatMul/Gemm is supported (residual adds "
-                       "of two tensors are not)")
+    """A sum of two tensors (a residual add): exact, in the narrowest type holding every sum."""
+    if any(r.is_constant(t) for t in node.input):
+        src = r.tensors.get(node.input[0]) or r.tensors.get(node.input[1])
+        producer = next((layer for layer in r.layers if src is not None and layer.name == src.layer), None)
+        if producer is not None and producer.op == Op.CONV2D:
+            raise r.fail(node, "a constant added after a convolution (simplify's per-position bias map) "
+                               "has no hardware layer; simplify with simplify.bias_maps: refuse, or train "
+                               "so that pruned neurons of padded convolutions carry no constant")
+        raise r.fail(node, "only a constant bias right after a MatMul/Gemm is supported")
+    srcs = [r.data_input_at(node, i) for i in range(len(node.input))]
+    frac = max(t.type.frac for t in srcs)
+    lo = sum(t.lo << (frac - t.type.frac) for t in srcs)
+    hi = sum(t.hi << (frac - t.type.frac) for t in srcs)
+    r.add_merge(node, Op.ADD, srcs, FixedType.holding(min(lo, 0), max(hi, 0), frac), lo, hi)
+
+
+def _concat(r: QonnxReader, node) -> None:
+    """Channel concatenation: every input cast exactly to one type holding them all."""
+    srcs = [r.data_input_at(node, i) for i in range(len(node.input))]
+    rank = len(srcs[0].shape) + 1
+    axis = int(_attr(node, "axis", 1)) % rank
+    if axis != (1 if srcs[0].order == "CHW" else rank - 1):
+        raise r.fail(node, f"concatenation along axis {axis}: only the channel axis is supported")
+    frac = max(t.type.frac for t in srcs)
+    lo = min(t.lo << (frac - t.type.frac) for t in srcs)
+    hi = max(t.hi << (frac - t.type.frac) for t in srcs)
+    r.add_merge(node, Op.CONCAT, srcs, FixedType.holding(min(lo, 0), max(hi, 0), frac), lo, hi)
+
+
+def _average(r: QonnxReader, node, op: Op, count: int, src, attrs: dict) -> None:
+    """sum / count with count a power of two: exact with log2(count) more fractional bits."""
+    k = count.bit_length() - 1
+    if count != 1 << k:
+        raise r.fail(node, f"an average over {count} values is not exact in fixed point (only powers of two are)")
+    frac = src.type.frac + k
+    lo, hi = src.lo * count, src.hi * count  # the mean's codes at frac: the sum's codes at the input's
+    # The accumulator adds the terms at frac (each code times count) from 0 before dividing by count.
+    acc = FixedType.holding(min(src.lo, 0) * count * count, max(src.hi, 0) * count * count, frac)
+    # GLOBAL_AVGPOOL gives (C,): ONNX's (1, 1, C) without the unit axes.
+    out_shape = (src.shape[-1],) if op == Op.GLOBAL_AVGPOOL else None
+    layer = r.add_layer(node, op, src, node.output[0], FixedType.holding(lo, hi, frac), lo, hi,
+                        out_shape=out_shape, accum_type=acc)
+    layer.attrs.update(attrs)
+
+
+def _avgpool(r: QonnxReader, node) -> None:
+    src = r.data_input(node)
+    kernel = [int(k) for k in _attr(node, "kernel_shape")]
+    pads = [int(p) for p in _attr(node, "pads", [0, 0, 0, 0])]
+    if any(pads) or int(_attr(node, "ceil_mode", 0)):
+        raise r.fail(node, "padded or ceil-mode average pooling is not supported")
+    _average(r, node, Op.AVGPOOL2D, kernel[0] * kernel[1], src,
+             {"kernel": kernel, "stride": [int(s) for s in _attr(node, "strides", kernel)], "pads": pads})
+
+
+def _global_avgpool(r: QonnxReader, node) -> None:
+    src = r.data_input(node)  # qonnx may leave it channels-first: the mean over H and W is the same
+    if len(src.shape) != 3:
+        raise r.fail(node, f"global average pooling of a {list(src.shape)} tensor; expected (H, W, C)")
+    _average(r, node, Op.GLOBAL_AVGPOOL, src.shape[0] * src.shape[1], src, {})
 
 
 def _gemm(r: QonnxReader, node) -> None:
@@ -414,6 +510,7 @@ def _gemm(r: QonnxReader, node) -> None:
 HANDLERS: dict[str, Handler] = {
     "Quant": _quant, "Conv": _conv, "MatMul": _matmul, "Gemm": _gemm, "Add": _add, "Relu": _relu,
     "MaxPool": _maxpool, "Flatten": _flatten, "Reshape": _flatten, "Transpose": _transpose,
+    "Concat": _concat, "AveragePool": _avgpool, "GlobalAveragePool": _global_avgpool,
     "Identity": _identity, "Dropout": _identity,
 }
 

@@ -103,6 +103,29 @@ def golden_consistency(y_golden: np.ndarray | None, reference: np.ndarray, outpu
             "max_abs_difference": float(diff.max()) if diff.size else 0.0}
 
 
+def check_input_codes(path: Path, x: np.ndarray, input_type: FixedType, limit: int | None = None) -> str:
+    """Whether golden.npz's x_codes/x_exponent encode x in the model's input type (DataError if not).
+
+    Checks the exponent, the shape, the code range and that each code is within half an LSB of
+    its value or saturated: a golden file of another model fails, without a second rounding rule.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        if "x_codes" not in data or "x_exponent" not in data:
+            return "absent"
+        codes, exponent = np.asarray(data["x_codes"])[:limit], int(data["x_exponent"])
+    t = input_type
+    ok = exponent == -t.frac and codes.shape == x.shape
+    if ok and codes.size:
+        error = np.abs(codes * t.lsb - x.astype(np.float64))
+        saturated = (codes == t.min_code) | (codes == t.max_code)
+        ok = (codes.min() >= t.min_code and codes.max() <= t.max_code
+              and bool(np.all((error <= t.lsb / 2) | saturated)))
+    if not ok:
+        raise DataError(f"{path}: x_codes (exponent {exponent}) do not encode x in the model's input type "
+                        f"{t.ap()}: the golden file does not belong to this model")
+    return "consistent"
+
+
 def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Path | None, out_dir: Path,
               quant_json: Path | None = None, log: logging.Logger | None = None,
               progress: Progress | None = None) -> dict[str, Path]:
@@ -133,6 +156,7 @@ def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Path | None, out_
                             f"{list(graph.attrs['input_shape_nchw'])}")
         reference = qonnx_reference(qonnx_path, x)
         golden_check = golden_consistency(y_golden, reference, graph.output.type)
+        golden_check["x_codes"] = check_input_codes(golden_path, x, graph.input.type, cfg.csim_samples)
         if golden_check.get("checked") and not golden_check.get("consistent"):
             log.warning("hwgen: golden y differs from the QONNX execution here (%s); csim is compared with QONNX",
                         golden_check)

@@ -145,12 +145,12 @@ def test_backends_map_and_the_earlier_form(tmp_path):
     with pytest.raises(ConfigError, match="shell.hls4ml_board and backends.hls4ml are both set"):
         parse_board(tmp_path / "pynq-z2.yaml")
     for change, message in ((lambda d: d.pop("backends"), "no backends map"),
-                            (lambda d: d["backends"].update(hlsinf={"x": {"value": 1, "source": "a source"}}),
-                             "backends.hlsinf: unknown backend; known backends: hls4ml")):
+                            (lambda d: d["backends"].update(nonesuch={"x": {"value": 1, "source": "a source"}}),
+                             "backends.nonesuch: unknown backend; known backends: hls4ml")):
         doc = _board_doc()
         change(doc)
         (tmp_path / "pynq-z2.yaml").write_text(yaml.safe_dump(doc))
         with pytest.raises(ConfigError, match=message):
             parse_board(tmp_path / "pynq-z2.yaml")
-    with pytest.raises(ConfigError, match=r"pynq-z2.yaml: backends.hlsinf.board is missing"):
-        get_board("pynq-z2").backend_option("hlsinf", "board")
+    with pytest.raises(ConfigError, match=r"pynq-z2.yaml: backends.nonesuch.board is missing"):
+        get_board("pynq-z2").backend_option("nonesuch", "board")

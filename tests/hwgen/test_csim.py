@@ -27,6 +27,7 @@ def test_cnn_after_simplify_is_bit_exact_in_csim(cnn_flow, cnn_report):
     golden = np.load(run_dir / outcomes["quant"].outputs["golden"])
     assert project["csim"]["samples"] == len(golden["x"])
     assert cnn_report["golden"]["consistent"] and cnn_report["quant_json"]["consistent"]
+    assert cnn_report["golden"]["x_codes"] == "consistent"
 
 
 def test_cnn_project_files(cnn_flow, cnn_report):
@@ -106,3 +107,24 @@ def test_golden_holds_integer_codes_on_the_designs_grids(cnn_flow):
         assert np.array_equal(g["x_codes"], expected)
         assert np.array_equal(g["y_codes"] * 2.0 ** int(g["y_exponent"]), g["y"].astype(np.float64))
         assert g["y_codes"].min() >= t_out.min_code and g["y_codes"].max() <= t_out.max_code
+
+
+def test_golden_codes_of_another_model_are_refused(cnn_flow, tmp_path):
+    import pytest
+
+    from potatura.errors import DataError
+    from potatura.hw.types import FixedType
+    from potatura.hwgen.stage import check_input_codes
+
+    run_dir, outcomes = cnn_flow
+    golden = run_dir / outcomes["quant"].outputs["golden"]
+    t = load_design(run_dir / "hwgen" / "pynq-z2" / "hls4ml").graph.input.type
+    with np.load(golden, allow_pickle=False) as g:
+        arrays = {k: g[k] for k in g.files}
+    assert check_input_codes(golden, arrays["x"], t) == "consistent"
+    other = FixedType(t.signed, t.width, t.integer + 1, t.rounding, t.saturation)  # another input grid
+    with pytest.raises(DataError, match="do not encode x in the model's input type"):
+        check_input_codes(golden, arrays["x"], other)
+    np.savez(tmp_path / "g.npz", **dict(arrays, x_codes=arrays["x_codes"] + 3))
+    with pytest.raises(DataError, match="the golden file does not belong to this model"):
+        check_input_codes(tmp_path / "g.npz", arrays["x"], t)
