@@ -186,8 +186,9 @@ def functionalize(gm: fx.GraphModule, model: nn.Module, example: torch.Tensor) -
 
     example: the input [1, ...] in the graph's (floating-point) dtype. `gm` is rewritten in place
     (and modules that had inplace=True get inplace=False, which `model` shares), and every node
-    gets meta['tensor_meta'] as from ShapeProp. Returns the names of the rewritten nodes. Raises UnsupportedError naming the node (or layer) when an in-place change cannot be
-    expressed exactly out of place, or when the model does not run on `example`.
+    gets meta['tensor_meta'] as from ShapeProp. Returns the names of the rewritten nodes. Raises
+    UnsupportedError naming the node (or layer) when an in-place change cannot be expressed
+    exactly out of place, or when the model does not run on `example`.
     """
     try:
         reference, changed_layers = _leaf_outputs_changed_in_forward(model, example)
