@@ -106,7 +106,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 
 def tensor_shape(node: Any) -> Optional[tuple[int, ...]]:
-    """The shape ShapeProp (inplace.functionalize) recorded for a node whose value is one floating-point tensor, else None."""
+    """The shape recorded (inplace.functionalize, as ShapeProp) for a node whose value is one
+    floating-point tensor, else None."""
     if not isinstance(node, fx.Node):
         return None
     meta = node.meta.get("tensor_meta")

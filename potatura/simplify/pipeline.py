@@ -37,8 +37,8 @@ def _warn_if_training(model: nn.Module) -> None:
     if not training:
         return
     message = (f"simplify: model {type(model).__name__} is in train mode (model.training={model.training}; "
-               f"{len(training)} modules with training=True, e.g. {training[0]!r}); it is simplified with its eval-mode "
-               "behaviour (BatchNorm running statistics, dropout off) and the result is an eval-mode model: "
+               f"{len(training)} modules with training=True, e.g. {training[0]!r}); it is simplified with its "
+               "eval-mode behaviour (BatchNorm running statistics, dropout off) and the result is an eval-mode model: "
                "call model.eval() first to silence this")
     log.warning(message)
     warnings.warn(message, TrainModeWarning, stacklevel=3)
