@@ -43,6 +43,7 @@ def _warn_if_training(model: nn.Module) -> None:
     log.warning(message)
     warnings.warn(message, TrainModeWarning, stacklevel=3)
 
+
 CONSTANT_CHANNELS_NOTE = ("layers listed in constant_channels_kept keep removed neurons' constant channels (the "
                           "producer's row and the consumer's columns) where a per-position bias map would cost more "
                           "parameters, or where bias maps would make the model larger than the masked one")
