@@ -106,11 +106,16 @@ class ProjectResult:
     hls_model: object = field(default=None, repr=False)  # the backend's in-memory model (keep_model=True)
 
     def summary(self) -> dict:
+        """report.json's entry: estimated resources, cycles (labelled by `cycles`: simulated or estimated),
+        and what a build measured (`measured`: resources and cycles from the vendor reports, or None)."""
+        from potatura.hwgen.reports import measured_figures
+
         return {"board": self.board, "backend": self.backend, "dir": str(self.out_dir),
                 "io_type": getattr(self.fit, "io_type", None), "fits": self.fit.fits, "figures": self.fit.source,
                 "totals_estimated": self.fit.totals, "budget": getattr(self.fit, "budget", None),
-                "interval_cycles_estimated": self.fit.interval_cycles,
-                "latency_cycles_estimated": self.fit.latency_cycles,
+                "interval_cycles": self.fit.interval_cycles, "latency_cycles": self.fit.latency_cycles,
+                "cycles": getattr(self.fit, "cycles_source", "estimated"),
+                "measured": measured_figures(getattr(self.fit, "measured", None) or {}),
                 "reuse_factors": self.fit.reuse_factors() if hasattr(self.fit, "reuse_factors") else {},
                 "csim": self.csim.to_dict() if self.csim else None,
                 "build": self.build.to_dict(), "seconds": self.seconds}

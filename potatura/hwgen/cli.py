@@ -18,7 +18,7 @@ def _print_report(console, report_path: Path) -> None:
                  "(simulated)") if csim else "csim not run"
         console.print(f"hwgen {p['board']}/{p['backend']}: {p['io_type']}, RF {p['reuse_factors']}, "
                       f"DSP {t['dsp']:,} BRAM18 {t['bram18']:,} LUT {t['lut']:,} ({p['figures']}), "
-                      f"interval {p['interval_cycles_estimated']:,} cycles (estimated); {exact}")
+                      f"interval {p['interval_cycles']:,} cycles ({p['cycles'].split(' ')[0]}); {exact}")
         console.print(f"  build: {p['build']['message']}")
     console.print(f"hwgen: report in {report_path.parent / 'report.md'}")
 

@@ -104,3 +104,24 @@ def find_reports(project_dir: Path, project_name: str) -> dict[str, Path]:
         found["utilization"] = util
     return found
 
+
+
+def measured_figures(reports: dict) -> dict | None:
+    """The figures a build measured, for headlines and report.json: resources from the implemented
+    design's utilization report when there is one, else from the C-synthesis report; cycles from the
+    C-synthesis report. None when no build left a report."""
+    if not reports:
+        return None
+    out: dict = {}
+    for kind, label in (("utilization", "implemented"), ("csynth", "synthesized")):
+        rep = reports.get(kind)
+        if rep and "lut" not in out:
+            out.update({k: rep[k] for k in ("lut", "ff", "dsp", "bram18", "uram") if rep.get(k) is not None})
+            out["resources"] = f"{label} ({rep.get('source', kind)})"
+    csynth = reports.get("csynth") or {}
+    if csynth.get("latency_worst_cycles") is not None:
+        out["latency_cycles"] = int(csynth["latency_worst_cycles"])
+        out["cycles"] = "synthesized (HLS C-synthesis report)"
+    if csynth.get("interval_max_cycles") is not None:
+        out["interval_cycles"] = int(csynth["interval_max_cycles"])
+    return out or None

@@ -187,9 +187,9 @@ def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Path | None, out_
                               "fits": summary["fits"], "csim": summary["csim"]})
                 outputs[f"{board.name}.{backend_name}"] = where
                 csim = result.csim
-                log.info("hwgen %s/%s: %s, interval %d cycles (estimated), %s", board.name, backend_name,
+                log.info("hwgen %s/%s: %s, interval %d cycles (%s), %s", board.name, backend_name,
                          ", ".join(f"RF {k}={v}" for k, v in summary["reuse_factors"].items()),
-                         result.fit.interval_cycles,
+                         result.fit.interval_cycles, summary["cycles"].split(" ")[0],
                          f"csim {csim.exact_matches}/{csim.samples} bit-exact (simulated)" if csim else "no csim")
     float32_exact = all(layer.accum_type.float_exact(24) for layer in graph.compute_layers)
     if not float32_exact:
@@ -231,17 +231,19 @@ def _ir_summary(graph: Graph) -> list[dict]:
 def _markdown(report: dict, out_dir: Path) -> str:
     lines = ["# hwgen report", "", f"model {report['model']}: input {report['input_type']}, output "
              f"{report['output_type']}, {report['io_type']}", "",
-             "| board | backend | fits | DSP | BRAM18 | LUT | interval (cycles) | csim exact | max abs diff |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| board | backend | fits | DSP | BRAM18 | LUT | interval (cycles) | latency (cycles) | csim exact | "
+             "max abs diff |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for p in report["projects"]:
         t = p["totals_estimated"]
         c = p["csim"] or {}
         exact = f"{c['exact_matches']}/{c['samples']}" if c else "-"
         lines.append(f"| {p['board']} | {p['backend']} | {'yes' if p['fits'] else 'no'} | {t['dsp']:,} | "
-                     f"{t['bram18']:,} | {t['lut']:,} | {p['interval_cycles_estimated']:,} | {exact} | "
+                     f"{t['bram18']:,} | {t['lut']:,} | {p['interval_cycles']:,} | {p['latency_cycles']:,} | {exact} | "
                      f"{c.get('max_abs_difference', '-')} |")
-    lines += ["", "Resources and cycles: potatura's estimates unless a project's fit_report.md says synthesized; "
-              "csim: simulated (hls4ml C simulation vs QONNX execution).", ""]
+    cycles = sorted({p["cycles"] for p in report["projects"]})
+    lines += ["", "Resources: potatura's estimates unless a project's fit_report.md says synthesized; cycles: "
+              + "; ".join(cycles) + "; csim: simulated (hls4ml C simulation vs QONNX execution).", ""]
     for p in report["projects"]:
         lines += [f"## {p['board']} / {p['backend']}", "", (out_dir / p["dir"] / "fit_report.md").read_text(), ""]
     return "\n".join(lines)
@@ -269,7 +271,8 @@ def headline(stage_dir: Path) -> str | None:
         t, c = p["totals_estimated"], p.get("csim") or {}
         sim = (f", csim {c['exact_matches']}/{c['samples']} bit-exact (simulated)" if c.get("samples") else "")
         parts.append(f"{p['board']}/{p['backend']}: {t['multipliers']:,} multipliers, {t['lut']:,} LUT, "
-                     f"{t['bram18']} BRAM18, interval {p['interval_cycles_estimated']:,} cycles (estimated){sim}")
+                     f"{t['bram18']} BRAM18 (estimated), interval {p['interval_cycles']:,} cycles "
+                     f"({p['cycles'].split(' ')[0]}){sim}")
     return "; ".join(parts)
 
 def fingerprint(cfg) -> dict:

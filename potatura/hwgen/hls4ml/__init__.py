@@ -66,7 +66,8 @@ class Hls4mlBackend(Backend):
         net = source if isinstance(source, QuantizedNetwork) else self.network(source)
         return generate_project(net, board, out_dir, io_type=cfg.io_type, max_utilization=max_utilization,
                                 reuse_factor=cfg.reuse_factor, strategy=cfg.strategy, x_nchw=x,
-                                reference=reference, build=build, keep_model=keep_model, on_step=on_step)
+                                reference=reference, build=build, keep_model=keep_model,
+                                fifo_depths=getattr(cfg, "fifo_depths", "sized"), on_step=on_step)
 
     def verify(self, result: ProjectResult, x: np.ndarray, reference: np.ndarray, net=None):
         """The hls4ml C simulation of result's model (generated with keep_model=True) vs `reference`."""

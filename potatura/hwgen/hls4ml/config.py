@@ -17,6 +17,9 @@ class Hls4mlConfig(StrictModel):
         "or {layer: RF} (must be valid for that layer)")
     strategy: Literal["auto", "latency", "resource"] = Field(
         "auto", description="hls4ml strategy of conv/dense layers; auto: the fitter chooses per layer")
+    fifo_depths: Literal["sized", "hls4ml"] = Field(
+        "sized", description="io_stream FIFO depths: sized (the simulator's smallest depths keeping the latency "
+        "and interval of unbounded FIFOs) or hls4ml (its default: the producing layer's pixels)")
 
     @field_validator("reuse_factor")
     @classmethod

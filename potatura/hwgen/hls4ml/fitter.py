@@ -1,8 +1,10 @@
 """Fit an hls4ml accelerator to a board: per-layer reuse factor and strategy, resource estimates.
 
-Every figure here is an ESTIMATE (potatura's model of what Vivado/Vitis HLS will build); a
-synthesis run (`potatura hwgen --build` with the vendor tools on PATH) replaces them with the
-C-synthesis and implementation reports.
+Every resource figure here is an ESTIMATE (potatura's model of what Vivado/Vitis HLS will build);
+a synthesis run (`potatura hwgen --build` with the vendor tools on PATH) puts the C-synthesis and
+implementation reports beside them. Every cycle figure is SIMULATED: the simulator (potatura.sim,
+the project's one timing model) schedules each candidate layer configuration
+(potatura.hwgen.hls4ml.timing.SimCycles) and simulates the chosen design.
 
 The model, per conv/dense layer with n_in*n_out weights, z of them zero, reuse factor RF:
 - multipliers: hls4ml's multiplier_limit, ceil(n_in*n_out/RF) - z//RF with the Latency strategy
@@ -16,11 +18,11 @@ The model, per conv/dense layer with n_in*n_out weights, z of them zero, reuse f
 - io_stream: line buffers (KH-1 rows of W*C values per conv or pool) and one FIFO per layer output
   of H*W words of C values (hls4ml's default depth), in SRLs when at most 32 deep or SRL_MAX_BITS
   bits, in BRAM18 otherwise;
-- cycles: io_parallel dense RF + log2(n_in) + 3, conv out_h*out_w*RF (ParallelizationFactor 1);
-  io_stream conv (padded H*W)*RF (pipelined per input pixel at II = RF), pool/activation H*W.
-  io_parallel layers run one after the other (latency = sum, interval = slowest layer);
+- cycles (simulated): each layer's busy cycles per sample and fill from the simulator's module
+  schedule; io_parallel layers run one after the other (latency = sum, interval = slowest layer);
   io_stream layers form a dataflow pipeline: the interval is the slowest layer's, the latency
-  about that plus the other layers' fill (HARDWARE.md section 2: not the sum, not the max).
+  about that plus the other layers' fill (HARDWARE.md section 2: not the sum, not the max). These
+  guide the search; the reported latency and interval are the simulation of the chosen design.
 
 Valid reuse factors come from hls4ml itself (FPGABackend._validate_reuse_factor, through
 potatura.hwgen.hls4ml.compat); the search
@@ -42,6 +44,7 @@ from potatura.errors import ConfigError, PotaturaError
 from potatura.hw.ir import Layer, Op
 from potatura.hwgen.hls4ml.compat import reuse_factor_is_valid
 from potatura.hwgen.hls4ml.lowering import QuantizedNetwork, config_key, hls_name
+from potatura.hwgen.hls4ml.timing import CYCLES_SOURCE
 
 DSP_MIN_WIDTH = 10
 LUT_PER_PRODUCT_BIT = 0.75
@@ -115,36 +118,12 @@ def _dsp_per_mult(a: int, b: int, family: str) -> int:
 
 
 # (layer, io_type, strategy, reuse_factor) -> (cycles, fill): the fitter's only source of timing.
-# The simulator (potatura.sim) replaces the default through fit_network(cycles_model=...).
+# Default: the simulator's module schedule (potatura.hwgen.hls4ml.timing.SimCycles).
 CyclesModel = Callable[[Layer, str, str | None, int | None], "tuple[int, int]"]
 
 
-def estimated_cycles(layer: Layer, io_type: str, strategy: str | None = None,
-                     reuse_factor: int | None = None) -> tuple[int, int]:
-    """(cycles the layer is busy per sample, cycles from its first input to its first output), estimated.
-
-    io_parallel dense RF + log2(n_in) + 3, conv out_h*out_w*RF; io_stream conv (padded H*W)*RF,
-    pool/activation H*W (one pixel per cycle).
-    """
-    h, w = (layer.in_shape[0], layer.in_shape[1]) if len(layer.in_shape) == 3 else (1, 1)
-    if layer.has_weights:
-        rf = reuse_factor or 1
-        log_in = math.ceil(math.log2(max(layer.n_in, 2)))
-        if layer.op == Op.CONV2D:
-            pt, pl, pb, pr = layer.pads
-            if io_type == "io_stream":
-                padded = (h + pt + pb) * (w + pl + pr)
-                return padded * rf, ((layer.kernel[0] - 1) * (w + pl + pr) + layer.kernel[1]) * rf + log_in + 3
-            cycles = layer.out_pixels * rf
-            return cycles, cycles + log_in + 3
-        return rf, rf + log_in + 3
-    cycles = h * w if io_type == "io_stream" else 1
-    fill = (layer.kernel[0] - 1) * w + layer.kernel[1] if layer.op == Op.MAXPOOL2D and io_type == "io_stream" else 2
-    return cycles, fill
-
-
 def estimate_layer(layer: Layer, io_type: str, family: str, strategy: str | None = None,
-                   reuse_factor: int | None = None, cycles_model: CyclesModel = estimated_cycles) -> Estimate:
+                   reuse_factor: int | None = None, cycles_model: CyclesModel | None = None) -> Estimate:
     """Estimate one layer; strategy/reuse_factor apply to conv/dense layers only."""
     h, w = (layer.in_shape[0], layer.in_shape[1]) if len(layer.in_shape) == 3 else (1, 1)
     channels = layer.in_shape[-1]
@@ -200,6 +179,8 @@ def estimate_layer(layer: Layer, io_type: str, family: str, strategy: str | None
         mem = _memory(layer.out_shape[-1] * out_bits, out_pixels)
         lut += mem["lut"]
         bram += mem["bram18"]
+    if cycles_model is None:
+        raise ValueError("estimate_layer needs a cycles model (potatura.hwgen.hls4ml.timing.SimCycles)")
     cycles, fill = cycles_model(layer, io_type, strategy if layer.has_weights else None,
                                 (reuse_factor or 1) if layer.has_weights else None)
     return Estimate(strategy if layer.has_weights else None, (reuse_factor or 1) if layer.has_weights else None,
@@ -208,7 +189,7 @@ def estimate_layer(layer: Layer, io_type: str, family: str, strategy: str | None
 
 def candidates(layer: Layer, io_type: str, family: str, strategies: Iterable[str] = STRATEGIES,
                reuse_factors: Iterable[int] | None = None,
-               cycles_model: CyclesModel = estimated_cycles) -> list[Estimate]:
+               cycles_model: CyclesModel | None = None) -> list[Estimate]:
     """Every allowed (strategy, valid RF) configuration of a conv/dense layer."""
     rfs = valid_reuse_factors(layer.n_in, layer.n_out) if reuse_factors is None else tuple(reuse_factors)
     out = []
@@ -238,8 +219,11 @@ class FitResult:
     max_utilization: float
     layers: list[LayerFit]
     fits: bool
-    source: str = "estimated"  # estimated | synthesized (after --build parsed the reports)
+    source: str = "estimated"  # resources: estimated | synthesized (after --build parsed the reports)
     measured: dict = field(default_factory=dict)  # report figures, when a build ran
+    # The chosen design simulated (potatura.sim.api.design_cycles): latency and interval in cycles.
+    simulated: dict = field(default_factory=dict)
+    cycles_source: str = CYCLES_SOURCE
 
     @property
     def budget(self) -> dict[str, int]:
@@ -252,12 +236,17 @@ class FitResult:
 
     @property
     def interval_cycles(self) -> int:
-        """Estimated cycles between two samples: the slowest layer."""
+        """Cycles between two samples: the simulated design's, else the slowest layer's schedule (search)."""
+        if self.simulated:
+            return int(self.simulated["interval_cycles"])
         return max((f.estimate.cycles for f in self.layers), default=0)
 
     @property
     def latency_cycles(self) -> int:
-        """Estimated cycles from the first input word to the last output of one sample."""
+        """Cycles from the first input word to the last output word of one sample: the simulated design's,
+        else (while searching) the slowest layer's schedule plus every layer's fill."""
+        if self.simulated:
+            return int(self.simulated["latency_cycles"])
         if self.io_type == "io_parallel":
             return sum(f.estimate.fill for f in self.layers)
         return self.interval_cycles + sum(f.estimate.fill for f in self.layers)
@@ -287,7 +276,7 @@ class FitResult:
         return {
             "board": self.board.name, "part": self.board.part, "io_type": self.io_type,
             "clock_mhz": self.board.clock_mhz, "max_utilization": self.max_utilization, "fits": self.fits,
-            "figures": self.source,
+            "figures": self.source, "cycles": self.cycles_source, "simulated": self.simulated,
             "layers": [{"layer": hls_name(f.layer), "onnx_node": config_key(f.layer), "kind": f.layer.op.value,
                         "strategy": f.estimate.strategy, "reuse_factor": f.estimate.reuse_factor,
                         "n_in": f.layer.n_in or None, "n_out": f.layer.n_out or None,
@@ -306,7 +295,7 @@ class FitResult:
     def table(self) -> str:
         """The fit report as a markdown table (per layer, totals, board budget)."""
         lines = [f"fit of {self.io_type} design on {self.board.name} ({self.board.part}, {self.board.clock_mhz:g} MHz), "
-                 f"budget {self.max_utilization:.0%} of the device; figures {self.source}",
+                 f"budget {self.max_utilization:.0%} of the device; resources {self.source}; cycles {self.cycles_source}",
                  "",
                  "| layer | kind | strategy | RF | multipliers | DSP | BRAM18 | LUT | FF | cycles |",
                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -329,25 +318,34 @@ class FitResult:
 
 def fit_network(net: QuantizedNetwork, board: Board, io_type: str, max_utilization: float = 0.8,
                 reuse_factor: int | dict[str, int] | None = None, strategy: str = "auto",
-                cycles_model: CyclesModel = estimated_cycles) -> FitResult:
+                cycles_model: CyclesModel | None = None, simulate: bool = True) -> FitResult:
     """Choose strategy and reuse factor per conv/dense layer for `board`; FitResult.fits says if it fits.
 
     reuse_factor: one RF for every layer (snapped to the nearest valid one per layer, noted in the
     table) or {layer name (hls4ml or ONNX): RF} (must be valid); strategy: auto | latency | resource;
-    cycles_model: where the cycles of each layer choice come from (default: estimated_cycles).
+    cycles_model: where the cycles of each layer choice come from (default: the simulator's module
+    schedule, potatura.hwgen.hls4ml.timing.SimCycles); simulate: simulate the chosen design
+    (potatura.sim) for its latency and interval (off: the schedule's figures, for a quick fits/no).
     """
+    from potatura.hwgen.hls4ml.timing import SimCycles, design_for, simulate_design
+
+    if cycles_model is None:
+        cycles_model = SimCycles(net.graph, board)
     if io_type not in ("io_parallel", "io_stream"):
         raise ConfigError(f"hwgen.backends.hls4ml.io_type: {io_type!r}; accepted: io_parallel, io_stream")
     strategies = STRATEGIES if strategy == "auto" else (strategy.capitalize(),)
     options = layer_options(net, io_type, board.family, strategies, reuse_factor, cycles_model)
     fixed = {hls_name(layer): estimate_layer(layer, io_type, board.family, cycles_model=cycles_model)
              for layer in net.layers if not layer.has_weights}
-    return _search(net, board, io_type, max_utilization, options, fixed)
+    result = _search(net, board, io_type, max_utilization, options, fixed)
+    if simulate:
+        result.simulated = simulate_design(design_for(net.graph, board, io_type, result.layer_choices()))
+    return result
 
 
 def layer_options(net: QuantizedNetwork, io_type: str, family: str, strategies: tuple[str, ...],
                   reuse_factor: int | dict[str, int] | None,
-                  cycles_model: CyclesModel = estimated_cycles) -> list[tuple[Layer, list[Estimate], str]]:
+                  cycles_model: CyclesModel | None = None) -> list[tuple[Layer, list[Estimate], str]]:
     """(layer, its allowed configurations, note) per conv/dense layer, after the user's overrides."""
     if isinstance(reuse_factor, dict):
         names = {hls_name(layer) for layer in net.compute_layers} | {config_key(layer) for layer in net.compute_layers}
@@ -457,7 +455,7 @@ def smallest_fitting_board(net: QuantizedNetwork, io_type: str, max_utilization:
                            reuse_factor=None, strategy: str = "auto") -> str | None:
     """The first board (in the order given: smallest first) the model fits on, or None."""
     for board in sorted(boards, key=lambda b: (b.lut, b.dsp, b.bram18)):
-        if fit_network(net, board, io_type, max_utilization, reuse_factor, strategy).fits:
+        if fit_network(net, board, io_type, max_utilization, reuse_factor, strategy, simulate=False).fits:
             return board.name
     return None
 

@@ -29,12 +29,13 @@ import numpy as np
 from potatura.artifacts import file_sha256, write_json, write_text
 from potatura.boards.catalog import Board
 from potatura.errors import DataError, PotaturaError
-from potatura.hw.ir import Design, save_design
+from potatura.hw.ir import Design, Op, save_design
 from potatura.hwgen.backend import BuildOutcome, ProjectResult
 from potatura.hwgen.hls4ml import convert as backend
 from potatura.hwgen.hls4ml.compat import HLS4ML_BACKEND
 from potatura.hwgen.hls4ml.fitter import FitResult, fit_or_raise
 from potatura.hwgen.hls4ml.lowering import QuantizedNetwork, hls_name
+from potatura.hwgen.hls4ml.timing import design_for, sized_depths
 from potatura.hwgen.reports import find_reports, parse_csynth_xml, parse_utilization
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -128,24 +129,81 @@ def write_build_files(project_dir: Path, board: Board, net: QuantizedNetwork) ->
         "",
         "The C simulation needs no vendor tool: `./build_lib.sh` (g++).",
         "",
+        f"Tools: {SUPPORTED_HLS} for `make ip` (Vitis HLS 2020.2+ is refused: hls4ml 1.3's AXI-stream wrapper",
+        "loses TLAST there), Vivado of the same release for the block design. Tested: " + TESTED_TOOLS + ".",
+        "",
     ])
     write_text(project_dir / "BUILD.md", build_md)
     written.append("BUILD.md")
     return written
 
 
+# The HLS tools hls4ml 1.3's VivadoAccelerator AXI-stream wrapper builds with: a struct of data and
+# last on the stream, packed by DATA_PACK, which only Vivado HLS honours. Vitis HLS (2020.2 and later)
+# packs the struct into the data bus with no TLAST: the DMA never completes.
+SUPPORTED_HLS = "Vivado HLS 2019.2 or 2020.1 (vivado_hls)"
+TESTED_TOOLS = ("no vendor tool run by potatura yet: the generated Tcl is dry-run under tclsh against the IP "
+                "catalogs of Vivado 2019.2 and 2020.1 (tests/hwgen/test_tcl_dry_run.py); hls4ml 1.3 documents "
+                "Vivado HLS 2019.2/2020.1 for its VivadoAccelerator backend")
+
+
+class UnsupportedToolError(PotaturaError):
+    """A vendor tool the generated project cannot be built with (named, with the supported ones)."""
+
+
+def check_hls_tool(hls: str | None) -> None:
+    """Refuse Vitis HLS by name: hls4ml 1.3's AXI-stream wrapper needs Vivado HLS (see SUPPORTED_HLS)."""
+    if hls and "vitis_hls" in Path(hls).name:
+        raise UnsupportedToolError(
+            f"hwgen --build: {hls} is Vitis HLS (2020.2 or later), which packs hls4ml 1.3's AXI-stream struct "
+            f"(data + last) into the data bus with no TLAST, so the DMA never completes; build with {SUPPORTED_HLS}: "
+            "put vivado_hls on PATH or set POTATURA_HLS to its path")
+
+
 def vendor_tools(board: Board) -> dict[str, str | None]:
-    """Paths of the tools a build needs (None when not on PATH)."""
-    hls = os.environ.get("POTATURA_HLS") or ("vivado_hls" if shutil.which("vivado_hls") else "vitis_hls")
+    """Paths of the tools a build needs (None when not on PATH). Vivado HLS only (check_hls_tool)."""
+    hls = os.environ.get("POTATURA_HLS") or "vivado_hls"
+    check_hls_tool(hls)
     tools = {"hls": shutil.which(hls), "vivado": shutil.which("vivado"), "make": shutil.which("make")}
     if not board.is_zynq:
         tools["v++"] = shutil.which("v++")
     return tools
 
 
+def fix_driver(project_dir: Path, net: QuantizedNetwork, board: Board) -> None:
+    """hls4ml's PYNQ driver (Zynq boards) allocates input and output buffers with one dtype: give each
+    direction its own (float32 words in; float32 or float64 words out, as the AXI wrapper writes them)."""
+    path = project_dir / "axi_stream_driver.py"
+    if not board.is_zynq or not path.is_file():
+        return
+    out_dtype = "np.float32" if backend.axi_output_type(net) == "float" else "np.float64"
+    text = path.read_text()
+    edits = (("x_shape, y_shape, dtype=np.float32,", f"x_shape, y_shape, dtype=np.float32, out_dtype={out_dtype},"),
+             ("self.output_buffer = allocate(shape=y_shape, dtype=dtype)",
+              "self.output_buffer = allocate(shape=y_shape, dtype=out_dtype)  # potatura: the output word's dtype"))
+    for old, new in edits:
+        if text.count(old) != 1:
+            raise DataError(f"{path}: hls4ml's driver changed ({old!r} not found once): cannot set the output dtype")
+        text = text.replace(old, new)
+    write_text(path, text)
+
+
+def remove_stale_files(project_dir: Path, board: Board) -> list[str]:
+    """hls4ml's own block design (design.tcl, written for its template board's part, e.g. the ZCU102's
+    for every Zynq UltraScale+ board) is not used on Zynq boards: build_overlay.tcl replaces it."""
+    removed = []
+    if board.is_zynq and (project_dir / "design.tcl").is_file():
+        (project_dir / "design.tcl").unlink()
+        removed.append("design.tcl")
+    return removed
+
+
 def run_build(project_dir: Path, board: Board, log_path: Path, timeout_s: float | None = None) -> BuildOutcome:
     """Run the Makefile when the vendor tools are on PATH; otherwise say how to build."""
-    tools = vendor_tools(board)
+    try:
+        tools = vendor_tools(board)
+    except UnsupportedToolError as exc:
+        return BuildOutcome(False, str(exc))
     missing = [name for name, path in tools.items() if path is None]
     if missing:
         return BuildOutcome(False, f"not built: {', '.join(missing)} not on PATH; build with `make` in {project_dir} "
@@ -174,12 +232,14 @@ def apply_reports(fit: FitResult, reports: dict) -> None:
 def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_type: str = "auto",
                      max_utilization: float = 0.8, reuse_factor=None, strategy: str = "auto",
                      x_nchw: np.ndarray | None = None, reference: np.ndarray | None = None,
-                     build: bool = False, keep_model: bool = False,
+                     build: bool = False, keep_model: bool = False, fifo_depths: str = "sized",
                      on_step: Callable[[str], None] | None = None) -> ProjectResult:
     """Fit, convert, write, (compile + csim when inputs are given), (build); write the reports.
 
     Raises FitError when the model fits the board at no reuse factor, TypeMismatchError when hls4ml
     would not use potatura's exact types. With keep_model, result.hls_model is the hls4ml model.
+    fifo_depths: "sized" (io_stream: the simulator's smallest depths keeping the latency and interval
+    of unbounded FIFOs, written into the stream pragmas and design.json) or "hls4ml" (its defaults).
     """
     step = on_step or (lambda s: None)
     out_dir = Path(out_dir)
@@ -202,6 +262,13 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
     if problems:
         raise TypeMismatchError(f"hwgen: hls4ml would not compute {net.source} bit-exactly on {board.name}:\n"
                                 + "\n".join(problems))
+    design = design_of(net, board, fit)
+    if design.fifo_depths and fifo_depths == "sized":
+        applied = apply_fifo_depths(hls_model, net, sized_depths(design))
+        design.fifo_depths.update(applied)
+        design.backend_info["fifo_depths"] = (
+            f"sized by potatura.sim ({len(applied)} streams: the smallest depths keeping the latency and interval of "
+            "unbounded FIFOs); hls4ml 1.3 defaults (the producing layer's pixels) for the others")
     csim = None
     if x_nchw is not None:
         if reference is None:
@@ -217,6 +284,8 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
             hls_model.write()
         seconds["convert_write"] = time.perf_counter() - t0
     _patch_part(project_dir, board)
+    fix_driver(project_dir, net, board)
+    remove_stale_files(project_dir, board)
     tarball = project_dir.with_name(project_dir.name + ".tar.gz")
     if tarball.exists():
         tarball.unlink()  # hls4ml's copy of the project; the folder is the artifact
@@ -236,30 +305,73 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
     write_json(out_dir / "fit_report.json", fit.to_dict())
     if csim is not None:
         write_json(out_dir / "csim.json", csim.to_dict())
-    save_design(design_of(net, board, fit), out_dir)
+    design.backend_info["fit_figures"] = fit.source
+    save_design(design, out_dir)
     write_json(out_dir / "manifest.json", _manifest(net, board, fit, project_dir, build_files, csim, outcome))
     return ProjectResult(board.name, "hls4ml", out_dir, fit, csim, outcome,
                          {k: round(v, 3) for k, v in seconds.items()}, hls_model if keep_model else None)
 
 
 def design_of(net: QuantizedNetwork, board: Board, fit: FitResult) -> Design:
-    """The Design of a project: the lowered graph, the fitter's choices, hls4ml's FIFO depths.
+    """The Design of a project: the lowered graph, the fitter's choices, hls4ml's default FIFO depths.
 
-    fifo_depths: io_stream only, keyed by the IR name of the layer writing the stream; hls4ml 1.3
-    sizes each FIFO to the producing layer's pixels (H*W words of C values; 1 for a vector).
+    fifo_depths: io_stream only, keyed by the IR name of the layer writing the stream ("<layer>_pad"
+    for the zero padding hls4ml puts before a padded conv/pool); hls4ml 1.3 sizes each FIFO to the
+    producing layer's pixels (H*W words of C values; 1 for a vector). generate_project replaces them
+    with the simulator's sized depths (hwgen.backends.hls4ml.fifo_depths: sized).
     """
     fifos = {}
     if fit.io_type == "io_stream":
         for layer in net.layers:
             shape = layer.out_shape
             fifos[layer.name] = int(np.prod(shape[:-1])) if len(shape) == 3 else 1
-    return Design(graph=net.graph, backend="hls4ml", board=board.name, clock_mhz=board.clock_mhz,
-                  layer_choices=fit.layer_choices(), fifo_depths=fifos,
-                  backend_info={"hls4ml_backend": HLS4ML_BACKEND, "interface": backend.INTERFACE,
-                                "project_name": backend.PROJECT_NAME, "io_type": fit.io_type,
-                                "axi_input_word": "float", "axi_output_word": backend.axi_output_type(net),
-                                "part": board.part, "fit_figures": fit.source,
-                                "fifo_depths": "hls4ml 1.3 default: the producing layer's pixels" if fifos else None})
+            if layer.op in (Op.CONV2D, Op.MAXPOOL2D, Op.AVGPOOL2D) and any(layer.pads):
+                top, left, bottom, right = layer.pads
+                fifos[f"{layer.name}_pad"] = (layer.in_shape[0] + top + bottom) * (layer.in_shape[1] + left + right)
+    return design_for(net.graph, board, fit.io_type, fit.layer_choices(), fifos, {
+        "hls4ml_backend": HLS4ML_BACKEND, "interface": backend.INTERFACE, "project_name": backend.PROJECT_NAME,
+        "axi_input_word": "float", "axi_output_word": backend.axi_output_type(net), "part": board.part,
+        "fit_figures": fit.source, "cycles": fit.cycles_source,
+        "fifo_depths": "hls4ml 1.3 default: the producing layer's pixels" if fifos else None})
+
+
+def fifo_depth_targets(net: QuantizedNetwork) -> dict[str, str]:
+    """IR stream name (Design.fifo_depths key) -> the hls4ml layer whose output variable is that stream."""
+    targets = {}
+    for layer in net.layers:
+        if layer.op in (Op.INPUT, Op.FLATTEN):
+            continue  # the input: hls4ml's model input variable; flatten: an alias, no stream
+        targets[layer.name] = hls_name(layer)
+        if layer.op in (Op.CONV2D, Op.MAXPOOL2D, Op.AVGPOOL2D) and any(layer.pads):
+            targets[f"{layer.name}_pad"] = "zp2d_" + hls_name(layer)  # hls4ml's conv_same_pad pass names it so
+    return targets
+
+
+def apply_fifo_depths(hls_model, net: QuantizedNetwork, depths: dict[str, int]) -> dict[str, int]:
+    """Set the `#pragma HLS STREAM depth` of each stream the simulator sized (io_stream models).
+
+    hls4ml 1.3 writes a stream's depth from its output variable's pragma ("stream", depth), the input's
+    into the AXI wrapper's in_local stream; this is where its FifoDepthOptimization flow writes too.
+    Returns the depths applied, keyed like Design.fifo_depths. Streams of hls4ml layers the IR does not
+    have (a bias "normalize" layer, the wrapper's out_local) keep hls4ml's default depth (their
+    producer's pixels, never too shallow). A depth changes no value: the C simulation stays bit-exact.
+    """
+    applied: dict[str, int] = {}
+
+    def set_depth(var, key: str) -> None:
+        pragma = getattr(var, "pragma", None)
+        if isinstance(pragma, tuple) and pragma and pragma[0] == "stream" and key in depths:
+            var.pragma = ("stream", int(depths[key]))
+            applied[key] = int(depths[key])
+
+    by_name = {layer.name: layer for layer in hls_model.get_layers()}
+    for key, hls_layer in fifo_depth_targets(net).items():
+        if hls_layer in by_name:
+            set_depth(by_name[hls_layer].get_output_variable(), key)
+    inputs = hls_model.get_input_variables()
+    if len(inputs) == 1:
+        set_depth(inputs[0], net.graph.input.layer)
+    return applied
 
 
 def _measured_lines(fit: FitResult) -> str:
