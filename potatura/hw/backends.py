@@ -100,12 +100,13 @@ HLS4ML = register_spec(BackendSpec(
 
 HLSINF = register_spec(BackendSpec(
     name="hlsinf",
-    ops=frozenset({Op.INPUT, Op.QUANT, Op.CONV2D, Op.DENSE, Op.RELU, Op.MAXPOOL2D, Op.FLATTEN}),
+    ops=frozenset({Op.INPUT, Op.QUANT, Op.CONV2D, Op.DENSE, Op.RELU, Op.MAXPOOL2D, Op.ADD, Op.GLOBAL_AVGPOOL,
+                   Op.FLATTEN}),
     implementation="potatura.hwgen.hlsinf:HlsinfBackend",
     config="potatura.hwgen.hlsinf.config:HlsinfConfig",
     description="HLSinf-style fused 3x3 conv engine, layer by layer from DDR (Zynq PYNQ overlay, Alveo XRT), "
                 "checked bit-exact in C simulation",
-    limits=("Conv: 3x3 or 1x1, stride 1, padding 0 or 1", "MaxPool: 2x2 stride 2, right after a conv",
-            "ReLU/Quant: right after a conv or dense layer (one requantization)",
-            "a chain of layers (no residual adds yet)"),
+    limits=("Conv: 3x3 or 1x1, stride 1 or 2, padding 0 or 1", "MaxPool: 2x2 stride 2, right after a conv",
+            "ReLU/Quant: right after a conv, dense or residual add (one requantization each)",
+            "Add: a residual of two tensors, fused after a conv", "GlobalAveragePool: power-of-two windows"),
 ))

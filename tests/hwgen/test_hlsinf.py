@@ -96,8 +96,8 @@ def test_refusals_name_the_layer():
     with pytest.raises(UnsupportedError, match=r"layer 'conv0'.*kernel \[5, 5\]"):
         plan_graph(conv_graph(8, 8, [1, 2], kernel=5), EngineConfig(4, 4, 64, 64))
     g = conv_graph(8, 8, [1, 2])
-    g.layer("conv0").attrs["stride"] = [2, 2]
-    with pytest.raises(UnsupportedError, match=r"layer 'conv0'.*stride \[2, 2\]"):
+    g.layer("conv0").attrs["stride"] = [3, 3]
+    with pytest.raises(UnsupportedError, match=r"layer 'conv0'.*stride \[3, 3\]"):
         plan_graph(g, EngineConfig(4, 4, 64, 64))
 
 
@@ -132,7 +132,8 @@ def test_backend_registered_and_supports():
     assert backend.supports(conv_graph(8, 8, [1, 4], pool=True)) == []
     problems = backend.supports(conv_graph(8, 8, [1, 4], kernel=5))
     assert len(problems) == 1 and "conv0" in problems[0]
-    assert unsupported_onnx_ops("hlsinf", ["Conv", "Relu", "Add"]) == ["Add (IR add: not built by the hlsinf backend)"]
+    assert unsupported_onnx_ops("hlsinf", ["Conv", "Relu", "Add", "Concat"]) == [
+        "Concat (IR concat: not built by the hlsinf backend)"]
 
 
 def test_fitter_per_board():
@@ -178,3 +179,150 @@ def test_lenet5_csim_bit_exact_with_row_frames(hlsinf_lenet_projects):
                  "project/plan.json", "fit_report.md"):
         assert (project / name).is_file(), name
     assert "S_AXI_HP0" in (project / "project" / "build_overlay.tcl").read_text()
+
+
+def test_vgg_style_csim_bit_exact_with_spatial_flatten(hlsinf_lenet_projects, quantize_model):
+    """conv-BN-ReLU blocks (BN folded by quant), max pooling, and a flatten of a 4x4x6 tensor whose dense
+    weights are permuted to read the GHWC buffer as it lies (6 channels padded to 8): same engine, no new compile."""
+    from potatura.boards.catalog import get_board
+    from potatura.hwgen.config import HwgenConfig
+    from potatura.hwgen.hlsinf.fitter import fit_engine
+    from potatura.hwgen.hlsinf.project import verify_plan
+    from potatura.hwgen.reader import read_qonnx
+    from potatura.hwgen.stage import load_golden, qonnx_reference
+
+    q = quantize_model("vgg-small", epochs=3, layout=[4, "M", 6], hidden=16)
+    graph = read_qonnx(q.paths["qonnx"]).graph
+    assert graph.layer("Flatten_0").in_shape == (4, 4, 6)
+    cfg = HwgenConfig(backends={"hlsinf": {"ho_max": 4, "wo_max": 8}}).backend("hlsinf")
+    fit = fit_engine(graph, get_board("pynq-z2"), cfg)
+    dense = [c for c in fit.plan.calls if c.layer == "MatMul_0"][0]
+    assert dense.i == 2 * 4 * 4 * 4 and dense.i_iter == 32  # the whole GHWC buffer, 4 words a cycle
+    x, _ = load_golden(q.paths["golden"])
+    csim = verify_plan(fit, graph, hlsinf_lenet_projects / "pynq-z2" / "hlsinf" / "csim", x,
+                       qonnx_reference(q.paths["qonnx"], x))
+    assert_bit_exact(csim.to_dict())
+    assert csim.seconds["compiled"] is False  # the LeNet-5 session's library
+
+
+def resnet_graph(seed: int = 0) -> Graph:
+    """A ResNet-style IR graph: stem, an identity block, a stride-2 block with a 1x1 stride-2 shortcut,
+    global average pooling (16 pixels: exact), dense; residual operands at different fractional bits."""
+    rng = np.random.default_rng(seed)
+    q5 = FixedType(True, 8, 3, "RND_CONV", "SAT")  # frac 5: the residual branch's last requantization
+    relu_t = FixedType(False, 23, 12)
+    layers: list[Layer] = [Layer("in", Op.INPUT, (), (), (8, 8, 4), result_type=I8)]
+
+    def conv(name, src, ci, co, hw, k=3, stride=1, pads=(1, 1, 1, 1)):
+        p = layers_by[src]
+        out = ((hw[0] + pads[0] + pads[2] - k) // stride + 1, (hw[1] + pads[1] + pads[3] - k) // stride + 1, co)
+        layers.append(Layer(name, Op.CONV2D, (src,), (p.out_shape,), out, input_type=p.result_type, result_type=ACC,
+                            weight_type=W8, bias_type=ACC, accum_type=ACC,
+                            weight_codes=rng.integers(-127, 128, (co, k, k, ci)),
+                            bias_codes=rng.integers(-5000, 5000, co),
+                            attrs={"kernel": [k, k], "stride": [stride, stride], "pads": list(pads)}))
+        layers_by[name] = layers[-1]
+        return out
+
+    def unary(name, op, src, result):
+        p = layers_by[src]
+        layers.append(Layer(name, op, (src,), (p.out_shape,), p.out_shape, input_type=p.result_type, result_type=result))
+        layers_by[name] = layers[-1]
+
+    def add(name, a, b):
+        ta, tb = layers_by[a].result_type, layers_by[b].result_type
+        frac = max(ta.frac, tb.frac)
+        lo = ta.min_code * 2 ** (frac - ta.frac) + tb.min_code * 2 ** (frac - tb.frac)
+        hi = ta.max_code * 2 ** (frac - ta.frac) + tb.max_code * 2 ** (frac - tb.frac)
+        shape = layers_by[a].out_shape
+        layers.append(Layer(name, Op.ADD, (a, b), (shape, shape), shape, input_type=ta,
+                            result_type=FixedType.holding(lo, hi, frac)))
+        layers_by[name] = layers[-1]
+        return hi, frac
+
+    layers_by = {"in": layers[0]}
+    conv("stem", "in", 4, 8, (8, 8))
+    unary("stem_relu", Op.RELU, "stem", relu_t)
+    unary("x0", Op.QUANT, "stem_relu", U8)
+    conv("b1c1", "x0", 8, 8, (8, 8))
+    unary("b1r1", Op.RELU, "b1c1", relu_t)
+    unary("b1q1", Op.QUANT, "b1r1", U8)
+    conv("b1c2", "b1q1", 8, 8, (8, 8))
+    unary("b1q2", Op.QUANT, "b1c2", q5)
+    hi, frac = add("b1add", "b1q2", "x0")
+    unary("b1relu", Op.RELU, "b1add", FixedType.holding(0, hi, frac))
+    unary("x1", Op.QUANT, "b1relu", U8)
+    conv("b2c1", "x1", 8, 16, (8, 8), stride=2)
+    unary("b2r1", Op.RELU, "b2c1", relu_t)
+    unary("b2q1", Op.QUANT, "b2r1", U8)
+    conv("b2c2", "b2q1", 16, 16, (4, 4))
+    unary("b2q2", Op.QUANT, "b2c2", q5)
+    conv("b2sc", "x1", 8, 16, (8, 8), k=1, stride=2, pads=(0, 0, 0, 0))
+    unary("b2qsc", Op.QUANT, "b2sc", I8)
+    hi, frac = add("b2add", "b2q2", "b2qsc")
+    unary("b2relu", Op.RELU, "b2add", FixedType.holding(0, hi, frac))
+    unary("x2", Op.QUANT, "b2relu", U8)
+    mean_t = FixedType.holding(0, 255 * 16, U8.frac + 4)
+    layers.append(Layer("gap", Op.GLOBAL_AVGPOOL, ("x2",), ((4, 4, 16),), (16,), input_type=U8, result_type=mean_t,
+                        accum_type=FixedType.holding(0, 255 * 16 * 16, U8.frac + 4)))
+    fc_acc = FixedType(True, 25, 10)
+    layers.append(Layer("fc", Op.DENSE, ("gap",), ((16,),), (10,), input_type=mean_t, result_type=fc_acc,
+                        weight_type=W8, accum_type=fc_acc, weight_codes=rng.integers(-127, 128, (16, 10))))
+    return Graph("resnet-style", layers, IOSpec("in", (8, 8, 4), "NHWC", I8), IOSpec("fc", (10,), "flat", fc_acc)).validate()
+
+
+@pytest.fixture(scope="session")
+def engine_lib(tmp_path_factory):
+    """The engine as the csim tests of hand-built graphs use it (one g++ compile)."""
+    from potatura.hwgen.hlsinf.csim import compile_engine
+
+    engine = EngineConfig(4, 4, 4, 8, data_bits=32, weight_bits=8, acc_bits=32, pixel_bits=16)
+    return engine, compile_engine(engine, tmp_path_factory.mktemp("hlsinf-engine"))[0]
+
+
+def test_resnet_style_csim_bit_exact_against_the_ir_reference(engine_lib):
+    """Residual adds (+ReLU, requantization of the sum), a stride-2 conv, a 1x1 stride-2 shortcut, global
+    average pooling as a sum, row frames: the engine's C simulation equals the simulator's reference ops."""
+    from potatura.hwgen.hlsinf.csim import run_plan
+    from potatura.sim.functional import run_layer
+
+    engine, lib = engine_lib
+    graph = resnet_graph()
+    plan = plan_graph(graph, engine)
+    calls = {}
+    for c in plan.calls:
+        calls.setdefault(c.layer, c)  # the first frame
+    assert calls["b1c2"].add_input == "x0" and calls["b1c2"].add_shifts == (0, 1)
+    assert calls["b2sc"].add_input == "b2q2" and calls["b2sc"].fused[-1] == "x2"
+    assert calls["b2c1"].pool == "stride2" and calls["b2sc"].pads[:2] == (1, 1)  # 1x1 as 3x3 with padding 1
+    assert (calls["b2sc"].relu2, calls["b2sc"].shift2, calls["b2sc"].rounding2) == (True, 1, "RND_CONV")
+    assert calls["gap"].i == 4 * 4 * 4 * 4 and calls["gap"].o == 16
+    assert len([c for c in plan.calls if c.layer == "stem"]) == 2  # 8 rows in frames of 4
+    x = np.random.default_rng(1).integers(I8.min_code, I8.max_code + 1, (32, 8, 8, 4))
+    values, types = {"in": x}, {"in": I8}
+    for layer in graph.layers[1:]:
+        values[layer.name] = run_layer(layer, [values[p] for p in layer.inputs], [types[p] for p in layer.inputs])
+        types[layer.name] = layer.result_type
+    reference = values["fc"]
+    assert np.abs(reference).max() > 1000  # a real signal, not zeros
+    y = run_plan(lib, plan, x).reshape(len(x), -1)
+    assert np.array_equal(y, reference)
+
+
+def test_lenet5_project_runs_in_the_simulator(hlsinf_lenet_projects, cnn_qonnx):
+    """`potatura sim` path: load_project picks the HLSinf model by backend; golden codes bit-exact; the
+    engine's schedule is the fitter's cycle figure (compute bound at pynq-z2's DDR bandwidth)."""
+    from potatura.sim.api import load_project
+    from potatura.sim.hlsinf import HlsinfAccelerator
+
+    project = hlsinf_lenet_projects / "pynq-z2" / "hlsinf"
+    acc = load_project(project)
+    assert isinstance(acc, HlsinfAccelerator)
+    with np.load(cnn_qonnx.parent / "golden.npz", allow_pickle=False) as golden:
+        x, y = golden["x"], golden["y_codes"]
+    out = acc.run(acc.encode(x))
+    assert np.array_equal(out.reshape(len(x), -1), y.reshape(len(x), -1))
+    fit = json.loads((project / "fit_report.json").read_text())
+    report = acc.cycles()
+    assert report.latency_cycles == fit["interval_cycles"] == sum(c["cycles"] for c in fit["calls"])
+    assert all(c["memory_cycles"] < c["compute_cycles"] for c in report.per_layer)

@@ -75,7 +75,8 @@ def compile_engine(engine: EngineConfig, build_dir: Path) -> tuple[ctypes.CDLL, 
         info.update(compiled=True, seconds=round(time.perf_counter() - t0, 2))
     lib = ctypes.CDLL(str(lib_path))
     p = ctypes.POINTER(ctypes.c_longlong)
-    lib.hlsinf_call.argtypes = [p, ctypes.c_long, p, ctypes.c_long, p, ctypes.c_long, p, ctypes.c_long, p, ctypes.c_int]
+    lib.hlsinf_call.argtypes = [p, ctypes.c_long, p, ctypes.c_long, p, ctypes.c_long, p, ctypes.c_long, p, ctypes.c_long,
+                                p, ctypes.c_int]
     lib.hlsinf_call.restype = ctypes.c_int
     params = (ctypes.c_int * 8)()
     lib.hlsinf_params(params)
@@ -102,15 +103,17 @@ def run_plan(lib: ctypes.CDLL, plan: Plan, x_codes: np.ndarray) -> np.ndarray:
     results = []
     packed = {name: (np.ascontiguousarray(p.filters.reshape(-1), dtype=np.int64),
                      np.ascontiguousarray(p.bias, dtype=np.int64)) for name, p in plan.weights.items()}
+    no_add = np.zeros(1, dtype=np.int64)
     for sample in x_codes:
         ddr = {name: np.zeros(t.words(cpi), dtype=np.int64) for name, t in plan.tensors.items()}
         ddr[plan.input][:] = pack_activations(sample.reshape(_shape(plan.tensors[plan.input])), cpi)
         for call in plan.calls:
             filters, bias = packed[call.filters]
             src, dst = ddr[call.input], ddr[call.output]
+            skip = ddr[call.add_input] if call.add_input is not None else no_add
             args = np.asarray(call.args(), dtype=np.int64)
             rc = lib.hlsinf_call(_ptr(src), src.size, _ptr(filters), filters.size, _ptr(bias), bias.size,
-                                 _ptr(dst), dst.size, _ptr(args), args.size)
+                                 _ptr(skip), skip.size, _ptr(dst), dst.size, _ptr(args), args.size)
             if rc != 0:
                 raise UnsupportedError(f"hlsinf csim: call {call.layer} frame {call.frame} refused by the engine "
                                        f"(code {rc})")

@@ -31,7 +31,7 @@ FRAME_SIZES = (256, 128, 64, 32, 16, 8)
 LUT_PER_MAC, FF_PER_MAC = 24, 40
 LUT_FIXED, FF_FIXED = 12_000, 15_000
 BRAM18_WORDS_36 = 512  # a BRAM18 as 512 x 36
-AXI_PORTS = ("in", "weights", "out")
+AXI_PORTS = ("in", "weights", "add", "out")
 SOURCE = ("estimated (potatura's engine model: 1 DSP48 per MAC lane, BRAM18 for the accumulator/line/burst "
           "buffers, LUT/FF per lane plus a fixed share; not synthesized)")
 
@@ -73,7 +73,7 @@ def memory_ports(board: Board) -> dict[str, str]:
         hp = "S_AXI_HP{}" if board.family == "zynq-7000" else "S_AXI_HP{}_FPD"
         return {port: hp.format(i) for i, port in enumerate(AXI_PORTS)}
     # Each activation tensor is written by one call and read by the next: in and out share a bank.
-    return {"in": "bank 0", "weights": "bank 1", "out": "bank 0"}
+    return {"in": "bank 0", "weights": "bank 1", "add": "bank 0", "out": "bank 0"}
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 The engine (templates/hlsinf/hlsinf_kernel.h) computes one 3x3 stride-1 convolution per call,
 CPI input channels x CPO output channels a cycle, followed by the fused steps selected by run-time
-arguments: ReLU, one power-of-two requantization (shift, round, clip), 2x2 stride-2 max pooling.
-The planner maps a graph onto such calls (HARDWARE.md section 3):
+arguments: ReLU, one power-of-two requantization (shift, round, clip), 2x2 stride-2 max pooling or
+stride-2 subsampling, a residual add and the sum's own ReLU/requantization. The planner maps a
+graph onto such calls (HARDWARE.md section 3):
 
 - a CONV2D 3x3 stride 1 (pads 0 or 1 per side) is one call per row frame; a 1x1 conv becomes a
   3x3 conv whose eight outer taps are zero (padding 1 keeps the size);
@@ -11,7 +12,11 @@ The planner maps a graph onto such calls (HARDWARE.md section 3):
   1 and only the centre tap; a FLATTEN before it costs nothing: the dense weights are permuted so
   that they read the GHWC buffer of the flattened tensor as it lies in memory;
 - the RELU/QUANT layers after a conv (one consumer each) fold into the call's requantization, a
-  following MAXPOOL2D 2x2 stride 2 into its pooling;
+  following MAXPOOL2D 2x2 stride 2 into its pooling; a stride-2 conv keeps every other row and
+  column of the stride-1 result; an ADD whose other operand is already in DDR is the call's
+  residual (operands aligned to the exact sum's fractional bits), its RELU/QUANT the second
+  requantization; a GLOBAL_AVGPOOL over 2**k pixels is a sum (weight 1 per channel, read like a
+  dense layer) whose codes, at k more fractional bits, are the mean exactly;
 - I_ITER = ceil(I/CPI) input groups, O_ITER = ceil(O/CPO) output groups; a conv whose output is
   taller than HO_MAX is split into row frames (top padding only on the first frame, bottom only
   on the last; frames hold an even number of rows when the call pools); a conv whose output is
@@ -43,6 +48,7 @@ from potatura.hw.types import FixedType
 L_PIPE = 128  # cycles to drain the engine's pipeline once per output group (HARDWARE.md section 3)
 KERNEL = 3  # the engine's only window
 ROUNDINGS = {"TRN": 0, "RND_CONV": 1}  # requantization rounding modes the engine implements
+POOL_MODES = {"none": 0, "max": 1, "stride2": 2}
 
 
 @dataclass(frozen=True)
@@ -102,12 +108,18 @@ class KernelCall:
     shift: int  # accumulator code >> shift (negative: << -shift) before rounding and clipping
     rounding: str  # TRN | RND_CONV
     clip: tuple[int, int]  # [lo, hi] codes of the stored result
-    pool: str  # none | max
+    pool: str  # none | max (2x2 stride 2) | stride2 (a stride-2 conv: every other row and column)
     i_iter: int
     o_iter: int
     frame: int = 0
     frames: int = 1
     filters: str = ""  # the packed filter/bias set (the layer name)
+    add_input: str | None = None  # residual tensor added after pooling (the output's shape)
+    add_shifts: tuple[int, int] = (0, 0)  # left shifts aligning (this call's value, the residual) for the sum
+    relu2: bool = False  # requantization of the sum, as relu/shift/rounding/clip
+    shift2: int = 0
+    rounding2: str = "TRN"
+    clip2: tuple[int, int] = (0, 0)
 
     @property
     def padded_pixels(self) -> int:
@@ -131,7 +143,9 @@ class KernelCall:
         top, left, bottom, right = self.pads
         return [self.i, self.o, self.in_h, self.w, self.in_row0, self.in_rows, top, bottom, left, right,
                 self.out_h, self.out_w, self.out_row0, int(self.relu), self.shift, ROUNDINGS[self.rounding],
-                self.clip[0], self.clip[1], 1 if self.pool == "max" else 0]
+                self.clip[0], self.clip[1], POOL_MODES[self.pool], int(self.add_input is not None),
+                self.add_shifts[0], self.add_shifts[1], int(self.relu2), self.shift2, ROUNDINGS[self.rounding2],
+                self.clip2[0], self.clip2[1]]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -141,7 +155,9 @@ class KernelCall:
     @staticmethod
     def from_dict(d: dict) -> KernelCall:
         d = {k: v for k, v in d.items() if k != "cycles"}
-        d["pads"], d["clip"] = tuple(d["pads"]), tuple(d["clip"])
+        for name in ("pads", "clip", "add_shifts", "clip2"):
+            if name in d:
+                d[name] = tuple(d[name])
         return KernelCall(**d)
 
 
@@ -158,6 +174,8 @@ def call_ddr_bytes(call: KernelCall, engine: EngineConfig) -> dict[str, int]:
     read = call.o_iter * call.i_iter * call.in_rows * call.w * engine.cpi * data_b
     weights = call.o_iter * (call.i_iter * engine.cpo * engine.cpi * KERNEL * KERNEL * w_b + engine.cpo * acc_b)
     write = call.o_iter * call.out_rows * call.out_w * engine.cpo * data_b
+    if call.add_input is not None:  # the residual, read beside the output it is added to
+        read += call.o_iter * call.out_rows * call.out_w * engine.cpo * data_b
     return {"activations_read": read, "activations_written": write, "weights_read": weights,
             "total": read + write + weights}
 
@@ -300,13 +318,13 @@ def plan_graph(graph: Graph, engine: EngineConfig, pack: bool = True) -> Plan:
             else:
                 views[layer.name] = (src, layer.attrs.get("order", "row-major"))
             continue
-        if layer.op not in (Op.CONV2D, Op.DENSE):
+        if layer.op not in (Op.CONV2D, Op.DENSE, Op.GLOBAL_AVGPOOL):
             raise _refuse(layer, "the engine computes it only fused after a conv/dense layer with one consumer"
-                          if layer.op in (Op.RELU, Op.QUANT, Op.MAXPOOL2D) else
-                          "not built by the hlsinf engine (3x3 conv, dense, ReLU, requantization, 2x2 max pooling)")
-        fused, out_layer, req, pool = _fuse(graph, layer, covered)
-        calls_for, packed = _map_layer(graph, layer, fused, out_layer, req, pool, engine, tensors, views, add_tensor,
-                                       pack)
+                          if layer.op in (Op.RELU, Op.QUANT, Op.MAXPOOL2D, Op.ADD) else
+                          "not built by the hlsinf engine (3x3 conv, dense, global average pooling, ReLU, "
+                          "requantization, 2x2 max pooling, residual add)")
+        fusion = _fuse(graph, layer, covered, tensors)
+        calls_for, packed = _map_layer(layer, fusion, engine, tensors, views, add_tensor, pack)
         calls += calls_for
         if packed is not None:
             weights[layer.name] = packed
@@ -324,57 +342,108 @@ def _check_bits(layer: Layer, t: FixedType, bits: int) -> None:
         raise _refuse(layer, f"its {t.ap()} codes need {need}-bit signed words; the engine stores {bits}")
 
 
-def _fuse(graph: Graph, conv: Layer, covered: set[str]):
-    """The element-wise/pool layers after `conv` that one call computes."""
-    fused = [conv.name]
-    req = _Requant(conv.accum_type)
-    req.cast(conv, conv.result_type)
-    pool = "none"
-    head = conv
+@dataclass
+class _Fusion:
+    fused: list  # IR layer names, in order
+    out_layer: Layer  # whose result the call stores
+    req: _Requant  # relu/shift/clip after the conv
+    before_add: Layer  # the last layer before the residual add (out_layer when there is none)
+    pool: str = "none"
+    add: Layer | None = None
+    skip: str | None = None  # the residual tensor
+    req2: _Requant | None = None  # relu/shift/clip of the sum
+    add_shifts: tuple[int, int] = (0, 0)
+    add_frac: int = 0  # fractional bits of the exact sum
+
+
+def _gap_sum_frac(layer: Layer) -> int:
+    """Fractional bits at which the engine's plain sum of a global average pool's codes is its mean."""
+    h, w, _ = layer.in_shape
+    k = (h * w).bit_length() - 1
+    if h * w != 1 << k:
+        raise _refuse(layer, f"an average over {h * w} values; the engine averages power-of-two windows exactly")
+    if layer.accum_type is not None and layer.accum_type.frac < layer.input_type.frac + k:
+        raise _refuse(layer, "an average whose accumulator drops the division's bits")
+    return layer.input_type.frac + k
+
+
+def _wide(frac: int) -> FixedType:
+    return FixedType(True, 64, 64 - frac)
+
+
+def _fuse(graph: Graph, first: Layer, covered: set[str], tensors: dict) -> _Fusion:
+    """The element-wise, pooling and residual-add layers after `first` that one call computes."""
+    if first.op == Op.GLOBAL_AVGPOOL:
+        req = _Requant(_wide(_gap_sum_frac(first)))
+        req.cast(first, first.result_type)
+    else:
+        req = _Requant(first.accum_type)
+        req.cast(first, first.result_type)
+    f = _Fusion([first.name], first, req, first)
+    head = first
     while True:
         consumers = graph.consumers(head.name)
         if len(consumers) != 1 or graph.output.layer == head.name:
             break
         nxt = consumers[0]
-        if nxt.op == Op.RELU and pool == "none":
-            req.relu_layer(nxt)
-        elif nxt.op == Op.QUANT and pool == "none":
-            req.cast(nxt, nxt.result_type)
-        elif nxt.op == Op.MAXPOOL2D and pool == "none":
+        current = f.req2 if f.add is not None else f.req
+        if nxt.op in (Op.RELU, Op.QUANT) and (f.pool == "none" or f.add is not None):
+            if nxt.op == Op.RELU:
+                current.relu_layer(nxt)
+            else:
+                current.cast(nxt, nxt.result_type)
+        elif nxt.op == Op.MAXPOOL2D and f.pool == "none" and f.add is None:
             if tuple(nxt.kernel) != (2, 2) or tuple(nxt.stride) != (2, 2) or any(nxt.pads):
                 raise _refuse(nxt, f"pooling {list(nxt.kernel)} stride {list(nxt.stride)} pads {list(nxt.pads)}; "
                               "the engine pools 2x2, stride 2, no padding")
             if nxt.result_type != nxt.input_type:
                 raise _refuse(nxt, "max pooling that changes the type")
-            if len(conv.out_shape) != 3:
+            if len(first.out_shape) != 3 or first.op != Op.CONV2D:
                 raise _refuse(nxt, "pooling after a dense layer")
-            pool = "max"
+            f.pool = "max"
+        elif nxt.op == Op.ADD and f.add is None and len(nxt.inputs) == 2:
+            skip = nxt.inputs[1] if nxt.inputs[0] == head.name else nxt.inputs[0]
+            if skip not in tensors:
+                break  # the other addend is not computed yet: the add fuses into its call instead
+            skip_type = graph.layer(skip).result_type
+            frac = max(f.req.frac, skip_type.frac)
+            f.before_add, f.add, f.skip = head, nxt, skip
+            f.req2 = _Requant(_wide(frac))
+            f.req2.cast(nxt, nxt.result_type)
+            f.add_shifts = (frac - f.req.frac, frac - skip_type.frac)
+            f.add_frac = frac
         else:
             break
-        fused.append(nxt.name)
+        f.fused.append(nxt.name)
         covered.add(nxt.name)
         head = nxt
-    return fused, head, req, pool
+    f.out_layer = head
+    if f.add is None:
+        f.before_add = head
+    return f
 
 
-def _map_layer(graph, layer: Layer, fused, out_layer: Layer, req: _Requant, pool: str, engine: EngineConfig,
-               tensors, views, add_tensor, pack: bool):
+def _map_layer(layer: Layer, f: _Fusion, engine: EngineConfig, tensors, views, add_tensor, pack: bool):
     cpi, cpo = engine.cpi, engine.cpo
     src = layer.inputs[0]
-    acc = layer.accum_type
-    if acc.width > engine.acc_bits:
-        raise _refuse(layer, f"accumulator {acc.ap()} is wider than the engine's {engine.acc_bits} bits")
+    out_layer = f.out_layer
     _check_bits(out_layer, out_layer.result_type, engine.data_bits)
     _check_bits(layer, layer.input_type, engine.pixel_bits)
-    if layer.weight_type.width > engine.weight_bits:
-        raise _refuse(layer, f"weights {layer.weight_type.ap()} wider than the engine's {engine.weight_bits} bits")
-    relu, shift, rounding, clip = req.arguments(acc.frac, out_layer.result_type)
+    if layer.op == Op.GLOBAL_AVGPOOL:
+        acc_frac = _gap_sum_frac(layer)
+    else:
+        acc = layer.accum_type
+        if acc.width > engine.acc_bits:
+            raise _refuse(layer, f"accumulator {acc.ap()} is wider than the engine's {engine.acc_bits} bits")
+        if layer.weight_type.width > engine.weight_bits:
+            raise _refuse(layer, f"weights {layer.weight_type.ap()} wider than the engine's {engine.weight_bits} bits")
+        acc_frac = acc.frac
+    relu, shift, rounding, clip = f.req.arguments(acc_frac, f.before_add.result_type)
+    pool = f.pool
     if layer.op == Op.CONV2D:
         if src in views:
             raise _refuse(layer, "a convolution of a flattened tensor")
         kernel, stride, pads = tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads)
-        if stride != (1, 1):
-            raise _refuse(layer, f"stride {list(stride)}; the engine convolves at stride 1")
         if kernel == (1, 1):
             if any(pads):
                 raise _refuse(layer, "a padded 1x1 convolution")
@@ -383,52 +452,78 @@ def _map_layer(graph, layer: Layer, fused, out_layer: Layer, req: _Requant, pool
             raise _refuse(layer, f"kernel {list(kernel)}; the engine computes 3x3 convolutions (1x1 as 3x3 with zero taps)")
         if any(p > 1 for p in pads):
             raise _refuse(layer, f"padding {list(pads)}; the engine pads 0 or 1 per side")
+        if stride == (2, 2) and pool == "none":
+            pool = "stride2"  # the stride-1 conv's even rows and columns
+        elif stride != (1, 1):
+            raise _refuse(layer, f"stride {list(stride)}{' before pooling' if stride == (2, 2) else ''}; the engine "
+                          "convolves at stride 1 (stride 2 by keeping every other output)")
         inp = tensors[src]
-        in_h, w, n_in = inp.h, inp.w, inp.groups * cpi
+        in_h, w = inp.h, inp.w
         i_real = layer.in_shape[2]
-    else:  # DENSE: a 1x1 image of the input buffer's words, 3x3 conv with the centre tap only
-        kernel, pads = (1, 1), (1, 1, 1, 1)
-        base, order = views.get(src, (src, "row-major"))
+        i_arg = i_real
+    else:  # DENSE / GLOBAL_AVGPOOL: a 1x1 image of the input buffer's words, 3x3 conv with the centre tap only
+        pads = (1, 1, 1, 1)
+        base = views.get(src, (src, "row-major"))[0]
         inp = tensors[base]
         in_h, w = 1, 1
-        n_in = inp.groups * inp.h * inp.w * cpi
-        i_real = n_in
+        i_real = inp.groups * inp.h * inp.w * cpi
+        i_arg = i_real
         src = base
-    o = layer.n_out
+    o = layer.n_out if layer.op != Op.GLOBAL_AVGPOOL else layer.out_shape[-1]
     conv_h = in_h + pads[0] + pads[2] - KERNEL + 1
     conv_w = w + pads[1] + pads[3] - KERNEL + 1
     if conv_w > engine.wo_max:
         raise _refuse(layer, f"output width {conv_w} exceeds WO_MAX={engine.wo_max} of the engine")
-    if pool == "max":
-        out_h, out_w = conv_h // 2, conv_w // 2
-    else:
-        out_h, out_w = conv_h, conv_w
+    halve = {"max": lambda n: n // 2, "stride2": lambda n: (n + 1) // 2}.get(pool, lambda n: n)
+    out_h, out_w = halve(conv_h), halve(conv_w)
     out_shape = out_layer.out_shape
     if _spatial(out_shape) != (out_h, out_w, o):
         raise _refuse(out_layer, f"shape {list(out_shape)} differs from the engine's {[out_h, out_w, o]}")
     add_tensor(out_layer.name, out_shape)
+    extra = {}
+    if f.add is not None:
+        if tensors[f.skip].c != o or (tensors[f.skip].h, tensors[f.skip].w) != (out_h, out_w):
+            raise _refuse(f.add, "a residual of another shape")
+        relu2, shift2, rounding2, clip2 = f.req2.arguments(f.add_frac, out_layer.result_type)
+        extra = {"add_input": f.skip, "add_shifts": f.add_shifts, "relu2": relu2, "shift2": shift2,
+                 "rounding2": rounding2, "clip2": (int(clip2[0]), int(clip2[1]))}
     i_iter, o_iter = math.ceil(i_real / cpi), math.ceil(o / cpo)
-    rows_per_frame = engine.ho_max - (engine.ho_max % 2 if pool == "max" else 0)
+    rows_per_frame = engine.ho_max - (engine.ho_max % 2 if pool != "none" else 0)
     if rows_per_frame < 1:
         raise _refuse(layer, f"HO_MAX={engine.ho_max} holds no pooled row")
-    # Rows of the conv output that reach the output (pooling drops an odd last row).
+    # Rows of the conv output that reach the output (max pooling drops an odd last row).
     used_rows = out_h * 2 if pool == "max" else conv_h
     n_frames = math.ceil(used_rows / rows_per_frame)
     calls = []
-    for f in range(n_frames):
-        r0, r1 = f * rows_per_frame, min(used_rows, (f + 1) * rows_per_frame)
-        top = pads[0] if f == 0 else 0
+    for frame in range(n_frames):
+        r0, r1 = frame * rows_per_frame, min(used_rows, (frame + 1) * rows_per_frame)
+        top = pads[0] if frame == 0 else 0
         bottom = pads[2] if r1 == conv_h else 0
         in_row0 = r0 - pads[0] + top
         in_rows = (r1 - r0) + KERNEL - 1 - top - bottom
         calls.append(KernelCall(
-            layer=layer.name, fused=list(fused), input=src, output=out_layer.name, i=i_iter * cpi if layer.op == Op.DENSE else i_real,
-            o=o, in_h=in_h, w=w, in_row0=in_row0, in_rows=in_rows, pads=(top, pads[1], bottom, pads[3]),
-            out_row0=r0 // 2 if pool == "max" else r0, out_rows=(r1 - r0) // 2 if pool == "max" else r1 - r0,
-            out_h=out_h, out_w=out_w, relu=relu, shift=shift, rounding=rounding, clip=(int(clip[0]), int(clip[1])),
-            pool=pool, i_iter=i_iter, o_iter=o_iter, frame=f, frames=n_frames, filters=layer.name))
-    packed = _pack_layer(layer, engine, inp, views.get(layer.inputs[0]), i_iter, o_iter) if pack else None
+            layer=layer.name, fused=list(f.fused), input=src, output=out_layer.name, i=i_arg, o=o, in_h=in_h, w=w,
+            in_row0=in_row0, in_rows=in_rows, pads=(top, pads[1], bottom, pads[3]),
+            out_row0=r0 // 2 if pool != "none" else r0, out_rows=halve(r1 - r0), out_h=out_h, out_w=out_w,
+            relu=relu, shift=shift, rounding=rounding, clip=(int(clip[0]), int(clip[1])), pool=pool,
+            i_iter=i_iter, o_iter=o_iter, frame=frame, frames=n_frames, filters=layer.name, **extra))
+    packed = None
+    if pack:
+        packed = (_pack_average(layer, engine, inp, i_iter, o_iter) if layer.op == Op.GLOBAL_AVGPOOL else
+                  _pack_layer(layer, engine, inp, views.get(layer.inputs[0]), i_iter, o_iter))
     return calls, packed
+
+
+def _pack_average(layer: Layer, engine: EngineConfig, inp: TensorBuffer, i_iter: int, o_iter: int) -> PackedLayer:
+    """A global average pool as a sum: weight 1 from every word of channel c to output c (the mean's codes)."""
+    cpi, cpo = engine.cpi, engine.cpo
+    g, h, w, ii = np.meshgrid(np.arange(inp.groups), np.arange(inp.h), np.arange(inp.w), np.arange(cpi), indexing="ij")
+    channel = (g * cpi + ii).reshape(-1)
+    full = np.zeros((o_iter * cpo, i_iter * cpi, 3, 3), dtype=np.int64)
+    rows = np.nonzero(channel < inp.c)[0]
+    full[channel[rows], rows, 1, 1] = 1
+    filters = full.reshape(o_iter, cpo, i_iter, cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5)
+    return PackedLayer(np.ascontiguousarray(filters), np.zeros(o_iter * cpo, dtype=np.int64))
 
 
 def _pack_layer(layer: Layer, engine: EngineConfig, inp: TensorBuffer, view, i_iter: int, o_iter: int) -> PackedLayer:

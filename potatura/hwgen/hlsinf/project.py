@@ -115,7 +115,7 @@ def write_project(graph: Graph, board: Board, fit: HlsinfFit, out_dir: Path) -> 
         write_text(project / "driver" / "hlsinf_driver.py", (TEMPLATES / "hlsinf_driver.py").read_text())
     else:
         bank = "HBM" if "HBM" in board.memory_type.upper() else "DDR"
-        ports = ("act_in", "filters", "bias", "act_out")
+        ports = ("act_in", "filters", "bias", "act_add", "act_out")
         # A tensor is written by one call and read by the next: activations in and out share a bank.
         sp = "\n".join(f"sp=hlsinf_0.{p}:{bank}[{1 if p in ('filters', 'bias') else 0}]" for p in ports)
         write_text(project / "Makefile", _render("Makefile.alveo", values))
@@ -126,7 +126,8 @@ def write_project(graph: Graph, board: Board, fit: HlsinfFit, out_dir: Path) -> 
         filters = list(plan.weights)
         write_text(project / "tensors.txt", "".join(f"{n} {plan.tensors[n].words(fit.engine.cpi)}\n" for n in order))
         write_text(project / "calls.txt", "".join(
-            " ".join(map(str, [order.index(c.input), order.index(c.output), filters.index(c.filters), *c.args()])) + "\n"
+            " ".join(map(str, [order.index(c.input), order.index(c.output), filters.index(c.filters),
+                               order.index(c.add_input) if c.add_input is not None else -1, *c.args()])) + "\n"
             for c in plan.calls))
         e = fit.engine
         for i, name in enumerate(filters):

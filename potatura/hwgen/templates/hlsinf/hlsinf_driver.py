@@ -20,7 +20,10 @@ import numpy as np
 
 DTYPES = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
 ARGS = ("I", "O", "H", "W", "in_row0", "in_rows", "pt", "pb", "pl", "pr", "out_h", "out_w", "out_row0", "relu",
-        "shift", "rounding", "clip_lo", "clip_hi", "pool")
+        "shift", "rounding", "clip_lo", "clip_hi", "pool", "add", "add_shift_main", "add_shift_skip", "relu2", "shift2",
+        "rounding2", "clip2_lo", "clip2_hi")
+ROUNDINGS = {"TRN": 0, "RND_CONV": 1}
+POOL_MODES = {"none": 0, "max": 1, "stride2": 2}
 
 
 def pack_ghwc(x, cpi):
@@ -69,15 +72,18 @@ class HlsinfDriver:
         regs = self.ip.register_map
         regs.act_in = self.buffers[call["input"]].physical_address
         regs.act_out = self.buffers[call["output"]].physical_address
+        # Without a residual the engine never reads act_add: any valid buffer will do.
+        regs.act_add = self.buffers[call.get("add_input") or call["output"]].physical_address
         f, b = self.weights[call["filters"]]
         regs.filters, regs.bias = f.physical_address, b.physical_address
         top, left, bottom, right = call["pads"]
         values = [call["i"], call["o"], call["in_h"], call["w"], call["in_row0"], call["in_rows"], top, bottom, left,
                   right, call["out_h"], call["out_w"], call["out_row0"], int(call["relu"]), call["shift"],
-                  {"TRN": 0, "RND_CONV": 1}[call["rounding"]], call["clip"][0], call["clip"][1],
-                  1 if call["pool"] == "max" else 0]
+                  ROUNDINGS[call["rounding"]], call["clip"][0], call["clip"][1], POOL_MODES[call["pool"]],
+                  int(call.get("add_input") is not None), call["add_shifts"][0], call["add_shifts"][1],
+                  int(call["relu2"]), call["shift2"], ROUNDINGS[call["rounding2"]], call["clip2"][0], call["clip2"][1]]
         for name, value in zip(ARGS, values):
-            setattr(regs, name, int(value) & 0xFFFFFFFFFFFFFFFF if name.startswith("clip") else int(value) & 0xFFFFFFFF)
+            setattr(regs, name, int(value) & (0xFFFFFFFFFFFFFFFF if name.startswith("clip") else 0xFFFFFFFF))
         self.ip.write(0x00, 1)  # ap_start
         deadline = time.monotonic() + self.timeout_s
         while not (self.ip.read(0x00) & 0x2):  # ap_done

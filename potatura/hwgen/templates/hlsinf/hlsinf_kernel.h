@@ -3,7 +3,8 @@
 // Written for potatura after the architecture published by UPV's HLSinf (Flich et al., ICIP 2022;
 // HARDWARE.md section 3), not from its source: read GHWC -> padding -> 3x3 window ->
 // CPI x CPO multiply-accumulate at II=1 -> bias + accumulation over input groups ->
-// ReLU / power-of-two requantization (shift, round, clip) -> 2x2 max pooling -> write GHWC.
+// ReLU / power-of-two requantization (shift, round, clip) -> 2x2 max pooling or stride-2 subsampling ->
+// residual add (+ ReLU / requantization) -> write GHWC.
 //
 // Integer codes throughout: activations data_t = ap_int<DATA_BITS> in DDR (ap_int<PIXEL_BITS> at
 // the multipliers), weights ap_int<WEIGHT_BITS>,
@@ -34,28 +35,37 @@ struct KernelArgs {
     int relu;              // ReLU on the accumulator before requantization
     int shift;             // accumulator code >> shift (negative: << -shift)
     int rounding;          // 0: floor (TRN), 1: round half to even (RND_CONV)
-    long long clip_lo, clip_hi;  // saturation bounds of the stored code
-    int pool;              // 0: none, 1: 2x2 stride-2 max pooling
+    long long clip_lo, clip_hi;  // saturation bounds of the requantized code
+    int pool;              // 0: none, 1: 2x2 stride-2 max pooling, 2: stride-2 subsampling (a stride-2 conv)
+    int add;               // residual add of the tensor at `add_in` (the output's shape), after pooling
+    int add_shift_main, add_shift_skip;  // left shifts aligning both addends to the sum's fractional bits
+    int relu2, shift2, rounding2;        // requantization of the sum (as relu/shift/rounding above)
+    long long clip2_lo, clip2_hi;        // saturation bounds of the stored code after the add
 };
-static const int N_ARGS = 19;
+static const int N_ARGS = 27;
+
+inline long long round_shift_clip(long long v, int relu, int shift, int rounding, long long lo, long long hi) {
+#pragma HLS INLINE
+    if (relu && v < 0) v = 0;
+    if (shift > 0) {
+        long long floor_v = v >> shift;  // arithmetic shift: floor
+        if (rounding == 1) {
+            long long rem = v - (floor_v << shift);  // in [0, 2**shift)
+            long long half = 1LL << (shift - 1);
+            if (rem > half || (rem == half && (floor_v & 1))) floor_v += 1;  // half to even
+        }
+        v = floor_v;
+    } else if (shift < 0) {
+        v = v << (-shift);
+    }
+    if (v < lo) v = lo;
+    if (v > hi) v = hi;
+    return v;
+}
 
 inline long long requantize(long long v, const KernelArgs &a) {
 #pragma HLS INLINE
-    if (a.relu && v < 0) v = 0;
-    if (a.shift > 0) {
-        long long floor_v = v >> a.shift;  // arithmetic shift: floor
-        if (a.rounding == 1) {
-            long long rem = v - (floor_v << a.shift);  // in [0, 2**shift)
-            long long half = 1LL << (a.shift - 1);
-            if (rem > half || (rem == half && (floor_v & 1))) floor_v += 1;
-        }
-        v = floor_v;
-    } else if (a.shift < 0) {
-        v = v << (-a.shift);
-    }
-    if (v < a.clip_lo) v = a.clip_lo;
-    if (v > a.clip_hi) v = a.clip_hi;
-    return v;
+    return round_shift_clip(v, a.relu, a.shift, a.rounding, a.clip_lo, a.clip_hi);
 }
 
 template <int CPI, int CPO, int HO_MAX, int WO_MAX, int DATA_BITS, int WEIGHT_BITS, int ACC_BITS, int PIXEL_BITS>
@@ -66,7 +76,8 @@ struct Engine {
     typedef ap_int<PIXEL_BITS> pixel_t;  // the multiplier's activation operand (a DSP port)
 
     // Returns 0, or a negative code when the call does not fit the engine (checked by the planner too).
-    static int run(const data_t *in, const weight_t *filters, const acc_t *bias, data_t *out, const KernelArgs &a) {
+    static int run(const data_t *in, const weight_t *filters, const acc_t *bias, const data_t *add_in, data_t *out,
+                   const KernelArgs &a) {
         const int rows = a.in_rows + a.pt + a.pb;  // padded frame
         const int cols = a.W + a.pl + a.pr;
         const int conv_h = rows - 2, conv_w = cols - 2;
@@ -120,27 +131,33 @@ struct Engine {
                 }
             }
         write_group:
-            const int out_rows = a.pool ? conv_h / 2 : conv_h;
-            const int out_cols = a.pool ? conv_w / 2 : conv_w;
+            const int out_rows = a.pool == 1 ? conv_h / 2 : a.pool == 2 ? (conv_h + 1) / 2 : conv_h;
+            const int out_cols = a.pool == 1 ? conv_w / 2 : a.pool == 2 ? (conv_w + 1) / 2 : conv_w;
             for (int r = 0; r < out_rows; r++) {
                 for (int c = 0; c < out_cols; c++) {
 #pragma HLS PIPELINE II=1
                     for (int o = 0; o < CPO; o++) {
                         const int ch = go * CPO + o;
                         long long v;
-                        if (a.pool) {
+                        if (a.pool == 1) {
                             v = requantize(sums[2 * r][2 * c][o].to_int64(), a);
                             for (int dr = 0; dr < 2; dr++)
                                 for (int dc = 0; dc < 2; dc++) {
                                     long long q = requantize(sums[2 * r + dr][2 * c + dc][o].to_int64(), a);
                                     if (q > v) v = q;
                                 }
+                        } else if (a.pool == 2) {
+                            v = requantize(sums[2 * r][2 * c][o].to_int64(), a);
                         } else {
                             v = requantize(sums[r][c][o].to_int64(), a);
                         }
                         if (ch < a.O && c < a.out_w) {
                             const long addr = (long)(ch / CPI) * a.out_h * a.out_w * CPI +
                                               ((long)(a.out_row0 + r) * a.out_w + c) * CPI + ch % CPI;
+                            if (a.add) {
+                                long long sum = (v << a.add_shift_main) + (add_in[addr].to_int64() << a.add_shift_skip);
+                                v = round_shift_clip(sum, a.relu2, a.shift2, a.rounding2, a.clip2_lo, a.clip2_hi);
+                            }
                             out[addr] = (data_t)v;
                         }
                     }

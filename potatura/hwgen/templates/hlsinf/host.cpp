@@ -2,7 +2,8 @@
 // sample through every kernel call of calls.txt, layer by layer, activations kept in device memory.
 //   host/hlsinf_host hlsinf.xclbin input_ghwc.bin output_ghwc.bin
 // Files (little endian): tensors.txt "name words" per tensor (GHWC words of ENGINE_DATA_BITS),
-// calls.txt "input output filters arg0 .. arg18" per call (tensor/filter indices, KernelArgs order),
+// calls.txt "input output filters residual arg0 .. arg26" per call (tensor/filter indices, the residual
+// tensor's index or -1, KernelArgs order),
 // weights/<i>_filters.bin (ENGINE_WEIGHT_BITS words), weights/<i>_bias.bin (ENGINE_ACC_BITS words).
 #include <cstdint>
 #include <fstream>
@@ -47,15 +48,18 @@ int main(int argc, char **argv) {
         auto f = read_file("weights/" + std::to_string(i) + "_filters.bin");
         auto b = read_file("weights/" + std::to_string(i) + "_bias.bin");
         filters.emplace_back(device, f.size(), kernel.group_id(1)); filters.back().write(f.data()); filters.back().sync(XCL_BO_SYNC_BO_TO_DEVICE);
-        biases.emplace_back(device, b.size(), kernel.group_id(2)); biases.back().write(b.data()); biases.back().sync(XCL_BO_SYNC_BO_TO_DEVICE);
+        biases.emplace_back(device, b.size(), kernel.group_id(2));  // arg 3: the residual, bank of arg 0 biases.back().write(b.data()); biases.back().sync(XCL_BO_SYNC_BO_TO_DEVICE);
     }
     auto input = read_file(argv[2]);
     tensors[0].write(input.data()); tensors[0].sync(XCL_BO_SYNC_BO_TO_DEVICE);
     for (const auto &c : calls) {  // the engine runs one call at a time: a layer's frames, then the next layer
-        const auto &a = c;
-        auto run = kernel(tensors[a[0]], filters[a[2]], biases[a[2]], tensors[a[1]], (int)a[3], (int)a[4], (int)a[5],
-                          (int)a[6], (int)a[7], (int)a[8], (int)a[9], (int)a[10], (int)a[11], (int)a[12], (int)a[13],
-                          (int)a[14], (int)a[15], (int)a[16], (int)a[17], (int)a[18], a[19], a[20], (int)a[21]);
+        const auto *a = c.data() + 4;  // the 27 KernelArgs
+        xrt::bo &residual = tensors[c[3] >= 0 ? c[3] : c[1]];  // not read without a residual
+        auto run = kernel(tensors[c[0]], filters[c[2]], biases[c[2]], residual, tensors[c[1]], (int)a[0], (int)a[1],
+                          (int)a[2], (int)a[3], (int)a[4], (int)a[5], (int)a[6], (int)a[7], (int)a[8], (int)a[9],
+                          (int)a[10], (int)a[11], (int)a[12], (int)a[13], (int)a[14], (int)a[15], a[16], a[17],
+                          (int)a[18], (int)a[19], (int)a[20], (int)a[21], (int)a[22], (int)a[23], (int)a[24], a[25],
+                          a[26]);
         run.wait();
     }
     long out_index = calls.back()[1];
