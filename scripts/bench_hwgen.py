@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Benchmark: hls4ml accelerators of dense vs pruned+simplified LeNet-5 (8-bit) on pynq-z2 and zcu104.
 
+The HLSinf-style engine rows (hlsinf_rows, --no-hlsinf to skip) run the same recipe on LeNet-5 with
+3x3 kernels (the engine's only window): simulated cycles and DDR bytes, estimated resources.
+
 One run, on this machine:
 1. LeNet-5 (20, 50 channels, 500 hidden) trained briefly on Fashion-MNIST 28x28 (Debian's
    dataset-fashion-mnist files), the "dense" model;
@@ -16,6 +19,8 @@ One run, on this machine:
 
 Multipliers "at RF 1" use hls4ml's multiplier_limit: ceil(n_in*n_out/RF), zero weights not removed,
 the same reuse factor for both models, so the ratio is what structured removal buys in every strategy.
+
+Threads: torch.set_num_threads(2) for training; the C simulations and the simulator are single-threaded.
 
 Run:   .venv/bin/python scripts/bench_hwgen.py               (about 5-15 minutes on 2 shared cores)
        .venv/bin/python scripts/bench_hwgen.py --quick       (fewer training samples and csim samples)
@@ -71,6 +76,62 @@ def multipliers_at_rf(net, rf: int) -> int:
     return sum(math.ceil(layer.n_weights / rf) for layer in net.compute_layers)
 
 
+def hlsinf_rows(data, shape, args, out_root: Path) -> list[str]:
+    """The HLSinf-style engine on dense vs pruned+simplified LeNet-5 with 3x3 kernels (the engine's window).
+
+    Same recipe as above (train, keep the largest-L1 neurons, simplify, fine-tune, quantize); per board
+    the engine the fitter chooses (estimated resources), the C simulation of the engine vs QONNX
+    (simulated), and the simulator's cycles and DDR bytes per sample (simulated).
+    """
+    from potatura.hwgen.hlsinf.project import generate_project as generate_hlsinf
+    from potatura.hwgen.reader import read_qonnx
+    from potatura.sim.api import load_project
+
+    torch.manual_seed(0)
+    dense = train(build_model("lenet5", shape, data.num_classes, kernel_size=3), data, args.epochs, lr=0.02)
+    k1, k2, h = (int(v) for v in args.keep.split(","))
+    pruned = build_model("lenet5", shape, data.num_classes, kernel_size=3)
+    pruned.load_state_dict(dense.state_dict())
+    prune_lowest_l1_(pruned, {"conv1": k1, "conv2": k2, "fc1": h})
+    simplified = train(simplify(pruned.eval(), data.x_train[:1]).model, data, 1, lr=0.01, seed=1)
+    qcfg = QuantConfig(calibration_samples=512, check_samples=args.samples)
+    rows = {}
+    for name, model in (("dense", dense), ("pruned+simplified", simplified)):
+        q = quantize(model, data, qcfg, out_root / "hlsinf" / name / "quant", seed=0)
+        graph = read_qonnx(q.paths["qonnx"]).graph
+        x, _ = load_golden(q.paths["golden"])
+        reference = qonnx_reference(q.paths["qonnx"], x)
+        for board_name in args.boards.split(","):
+            where = out_root / "hlsinf" / name / board_name
+            res = generate_hlsinf(graph, get_board(board_name), where, x=x, reference=reference)
+            report = load_project(where).cycles()
+            e, t = res.fit.engine, res.fit.totals
+            rows[(name, board_name)] = dict(
+                engine=f"{e.cpi}x{e.cpo}", iters=res.fit.plan.iterations(), calls=len(res.fit.plan.calls),
+                cycles=report.latency_cycles, compute=sum(c["compute_cycles"] for c in report.per_layer),
+                ddr=report.dma["ddr_bytes_per_sample"]["total"], dsp=t["dsp"], bram=t["bram18"], lut=t["lut"],
+                fits=res.fit.fits, exact=res.csim.exact_matches, samples=res.csim.samples,
+                us=report.seconds(report.latency_cycles) * 1e6)
+    lines = ["\n## HLSinf-style engine: dense vs pruned+simplified LeNet-5 (3x3 kernels), 8-bit\n",
+             "| model | board | engine CPIxCPO | calls | I_ITER*O_ITER | cycles | us | DDR bytes | DSP | BRAM18 | LUT | "
+             "fits | csim exact |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for (name, board_name), r in rows.items():
+        lines.append(f"| {name} | {board_name} | {r['engine']} | {r['calls']} | {r['iters']:,} | {r['cycles']:,} | "
+                     f"{r['us']:.1f} | {r['ddr']:,} | {r['dsp']:,} | {r['bram']:,} | {r['lut']:,} | "
+                     f"{'yes' if r['fits'] else 'no'} | {r['exact']}/{r['samples']} |")
+    for board_name in args.boards.split(","):
+        a, b = rows.get(("dense", board_name)), rows.get(("pruned+simplified", board_name))
+        if a and b:
+            lines.append(f"\n{board_name}: dense/pruned ratios (this run): cycles {a['cycles'] / b['cycles']:.2f}x, "
+                         f"channel-group iterations {a['iters'] / b['iters']:.2f}x, DDR bytes "
+                         f"{a['ddr'] / b['ddr']:.2f}x")
+    lines.append("\nCycles and DDR bytes: simulated (potatura.sim HLSinf model: engine schedule per call, DDR at the "
+                 "catalog bandwidth); DSP/BRAM18/LUT: estimated (no synthesis ran); csim: simulated (the engine's "
+                 "C++ with g++ vs QONNX execution). The engine is the same for both models on a board (the fitter "
+                 "sizes it from the board), so the ratio is what pruning removes from the schedule (same CPI x CPO).")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 training samples, 100 csim samples")
@@ -80,6 +141,7 @@ def main() -> None:
     parser.add_argument("--keep", default="6,12,64", help="neurons kept in conv1,conv2,fc1 by the pruned model")
     parser.add_argument("--boards", default="pynq-z2,zcu104")
     parser.add_argument("--out", type=Path, default=None, help="keep the projects here (default: a temp folder)")
+    parser.add_argument("--no-hlsinf", action="store_true", help="skip the HLSinf-style engine rows")
     args = parser.parse_args()
     if args.quick:
         args.train_samples, args.samples = 2000, 100
@@ -169,6 +231,8 @@ def main() -> None:
             print(f"\n{r['model']} on {r['board']}: RF {r['rf']}, strategies {r['strategies']}")
     print("\nDSP/BRAM18/LUT/FF, multipliers and cycles: potatura's estimates (no synthesis ran); csim: simulated "
           "(hls4ml C simulation vs QONNX execution); seconds and accuracies: measured.")
+    if not args.no_hlsinf:
+        print("\n".join(hlsinf_rows(data, shape, args, out_root)))
 
 
 if __name__ == "__main__":

@@ -326,3 +326,26 @@ def test_lenet5_project_runs_in_the_simulator(hlsinf_lenet_projects, cnn_qonnx):
     report = acc.cycles()
     assert report.latency_cycles == fit["interval_cycles"] == sum(c["cycles"] for c in fit["calls"])
     assert all(c["memory_cycles"] < c["compute_cycles"] for c in report.per_layer)
+
+
+def test_resnet8_from_the_zoo_csim_bit_exact(hlsinf_lenet_projects, quantize_model):
+    """ResNet-8 (widths 4, 8, 8) trained briefly on digits, 8-bit, read from QONNX: residual adds, stride-2
+    convs, 1x1 shortcuts, the shortcut's own requantization (an identity call), global average pooling."""
+    from potatura.boards.catalog import get_board
+    from potatura.hwgen.config import HwgenConfig
+    from potatura.hwgen.hlsinf.fitter import fit_engine
+    from potatura.hwgen.hlsinf.project import verify_plan
+    from potatura.hwgen.reader import read_qonnx
+    from potatura.hwgen.stage import load_golden, qonnx_reference
+
+    q = quantize_model("resnet8", epochs=3, widths=(4, 8, 8))
+    graph = read_qonnx(q.paths["qonnx"]).graph
+    cfg = HwgenConfig(backends={"hlsinf": {"ho_max": 4, "wo_max": 8}}).backend("hlsinf")
+    fit = fit_engine(graph, get_board("pynq-z2"), cfg)
+    kinds = {(graph.layer(c.layer).op.value, c.pool, c.add_input is not None) for c in fit.plan.calls}
+    assert {("conv2d", "stride2", False), ("conv2d", "none", True), ("global_avgpool", "none", False),
+            ("quant", "none", False)} <= kinds
+    x, _ = load_golden(q.paths["golden"])
+    csim = verify_plan(fit, graph, hlsinf_lenet_projects / "pynq-z2" / "hlsinf" / "csim", x,
+                       qonnx_reference(q.paths["qonnx"], x))
+    assert_bit_exact(csim.to_dict())

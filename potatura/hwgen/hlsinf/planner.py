@@ -49,6 +49,9 @@ L_PIPE = 128  # cycles to drain the engine's pipeline once per output group (HAR
 KERNEL = 3  # the engine's only window
 ROUNDINGS = {"TRN": 0, "RND_CONV": 1}  # requantization rounding modes the engine implements
 POOL_MODES = {"none": 0, "max": 1, "stride2": 2}
+# Element-wise layers not after a conv (e.g. a residual shortcut's requantization) run as a call of
+# their own: a 3x3 conv whose only tap is the identity (HLSinf runs every layer as a convolution).
+IDENTITY_OPS = (Op.RELU, Op.QUANT)
 
 
 @dataclass(frozen=True)
@@ -318,11 +321,14 @@ def plan_graph(graph: Graph, engine: EngineConfig, pack: bool = True) -> Plan:
             else:
                 views[layer.name] = (src, layer.attrs.get("order", "row-major"))
             continue
-        if layer.op not in (Op.CONV2D, Op.DENSE, Op.GLOBAL_AVGPOOL):
-            raise _refuse(layer, "the engine computes it only fused after a conv/dense layer with one consumer"
-                          if layer.op in (Op.RELU, Op.QUANT, Op.MAXPOOL2D, Op.ADD) else
+        if layer.op not in (Op.CONV2D, Op.DENSE, Op.GLOBAL_AVGPOOL, *IDENTITY_OPS):
+            raise _refuse(layer, "the engine computes it only fused after a conv layer (and, for an add, with "
+                          "its other operand already computed)" if layer.op in (Op.MAXPOOL2D, Op.ADD) else
                           "not built by the hlsinf engine (3x3 conv, dense, global average pooling, ReLU, "
                           "requantization, 2x2 max pooling, residual add)")
+        if layer.op in IDENTITY_OPS and len(layer.in_shape) != 3:
+            raise _refuse(layer, "a standalone element-wise layer on a vector (the engine runs it as an identity "
+                          "conv only on (H, W, C) tensors)")
         fusion = _fuse(graph, layer, covered, tensors)
         calls_for, packed = _map_layer(layer, fusion, engine, tensors, views, add_tensor, pack)
         calls += calls_for
@@ -376,6 +382,12 @@ def _fuse(graph: Graph, first: Layer, covered: set[str], tensors: dict) -> _Fusi
     if first.op == Op.GLOBAL_AVGPOOL:
         req = _Requant(_wide(_gap_sum_frac(first)))
         req.cast(first, first.result_type)
+    elif first.op in IDENTITY_OPS:
+        req = _Requant(_wide(first.input_type.frac))
+        if first.op == Op.RELU:
+            req.relu_layer(first)
+        else:
+            req.cast(first, first.result_type)
     else:
         req = _Requant(first.accum_type)
         req.cast(first, first.result_type)
@@ -431,6 +443,8 @@ def _map_layer(layer: Layer, f: _Fusion, engine: EngineConfig, tensors, views, a
     _check_bits(layer, layer.input_type, engine.pixel_bits)
     if layer.op == Op.GLOBAL_AVGPOOL:
         acc_frac = _gap_sum_frac(layer)
+    elif layer.op in IDENTITY_OPS:
+        acc_frac = layer.input_type.frac
     else:
         acc = layer.accum_type
         if acc.width > engine.acc_bits:
@@ -440,10 +454,11 @@ def _map_layer(layer: Layer, f: _Fusion, engine: EngineConfig, tensors, views, a
         acc_frac = acc.frac
     relu, shift, rounding, clip = f.req.arguments(acc_frac, f.before_add.result_type)
     pool = f.pool
-    if layer.op == Op.CONV2D:
+    if layer.op in (Op.CONV2D, *IDENTITY_OPS):
         if src in views:
             raise _refuse(layer, "a convolution of a flattened tensor")
-        kernel, stride, pads = tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads)
+        kernel, stride, pads = ((tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads)) if layer.op == Op.CONV2D
+                                else ((1, 1), (1, 1), (0, 0, 0, 0)))
         if kernel == (1, 1):
             if any(pads):
                 raise _refuse(layer, "a padded 1x1 convolution")
@@ -469,7 +484,7 @@ def _map_layer(layer: Layer, f: _Fusion, engine: EngineConfig, tensors, views, a
         i_real = inp.groups * inp.h * inp.w * cpi
         i_arg = i_real
         src = base
-    o = layer.n_out if layer.op != Op.GLOBAL_AVGPOOL else layer.out_shape[-1]
+    o = layer.n_out if layer.op in (Op.CONV2D, Op.DENSE) else layer.out_shape[-1]
     conv_h = in_h + pads[0] + pads[2] - KERNEL + 1
     conv_w = w + pads[1] + pads[3] - KERNEL + 1
     if conv_w > engine.wo_max:
@@ -509,9 +524,21 @@ def _map_layer(layer: Layer, f: _Fusion, engine: EngineConfig, tensors, views, a
             i_iter=i_iter, o_iter=o_iter, frame=frame, frames=n_frames, filters=layer.name, **extra))
     packed = None
     if pack:
-        packed = (_pack_average(layer, engine, inp, i_iter, o_iter) if layer.op == Op.GLOBAL_AVGPOOL else
-                  _pack_layer(layer, engine, inp, views.get(layer.inputs[0]), i_iter, o_iter))
+        if layer.op == Op.GLOBAL_AVGPOOL:
+            packed = _pack_average(layer, engine, inp, i_iter, o_iter)
+        elif layer.op in IDENTITY_OPS:
+            packed = _pack_identity(engine, inp.c, i_iter, o_iter)
+        else:
+            packed = _pack_layer(layer, engine, inp, views.get(layer.inputs[0]), i_iter, o_iter)
     return calls, packed
+
+
+def _pack_identity(engine: EngineConfig, channels: int, i_iter: int, o_iter: int) -> PackedLayer:
+    """Output channel c = input channel c (centre tap 1): an element-wise layer as a convolution."""
+    full = np.zeros((o_iter * engine.cpo, i_iter * engine.cpi, 3, 3), dtype=np.int64)
+    full[np.arange(channels), np.arange(channels), 1, 1] = 1
+    filters = full.reshape(o_iter, engine.cpo, i_iter, engine.cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5)
+    return PackedLayer(np.ascontiguousarray(filters), np.zeros(o_iter * engine.cpo, dtype=np.int64))
 
 
 def _pack_average(layer: Layer, engine: EngineConfig, inp: TensorBuffer, i_iter: int, o_iter: int) -> PackedLayer:
