@@ -215,12 +215,16 @@ def markdown(loaded: LoadedSweep, rows: list[dict], front: dict[str, list[int]],
     by_number = {r["number"]: r for r in rows}
     for g, numbers in front.items():
         lines += [f"## Pareto front: {g}", "",
-                  "| trial | " + " | ".join(params) + " | " + " | ".join(o.metric for o in objectives) + " |",
+                  "| trials | " + " | ".join(params) + " | " + " | ".join(o.metric for o in objectives) + " |",
                   "|" + "---|" * (1 + len(params) + len(objectives))]
-        for n in sorted(numbers, key=lambda n: by_number[n]["values"][0]):
-            r = by_number[n]
-            lines.append(f"| {n} | " + " | ".join(_fmt(r["params"].get(p)) for p in params) + " | "
-                         + " | ".join(_fmt(v) for v in r["values"]) + " |")
+        # Trials with the same parameters (a sampler may propose a point twice) share one row.
+        same: dict[str, list[int]] = {}
+        for n in sorted(numbers):
+            same.setdefault(repr([(p, by_number[n]["params"].get(p)) for p in params]), []).append(n)
+        for group in sorted(same.values(), key=lambda ns: by_number[ns[0]]["values"][0]):
+            r = by_number[group[0]]
+            lines.append(f"| {', '.join(map(str, group))} | " + " | ".join(_fmt(r["params"].get(p)) for p in params)
+                         + " | " + " | ".join(_fmt(v) for v in r["values"]) + " |")
         lines.append("")
     sources = {}
     for r in rows:
