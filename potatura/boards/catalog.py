@@ -158,6 +158,12 @@ def parse_board(path: Path) -> Board:
         raise ConfigError(f"{where}: an alveo-xrt board needs shell.platform (the XRT platform for v++)")
     if shell == "zynq-ps-axi-dma" and "shell.ps_ip" not in figures:
         raise ConfigError(f"{where}: a zynq-ps-axi-dma board needs shell.ps_ip (the processing system VLNV)")
+    ps_ip = value("shell.ps_ip", str, optional=True)
+    if ps_ip is not None and len(ps_ip.split(":")) != 3:
+        # The block-design Tcl looks the version up in the installed Vivado (ps_ip:*): a version here
+        # would make that search match nothing.
+        raise ConfigError(f"{where}: shell.ps_ip {ps_ip!r}: expected vendor:library:name without a version "
+                          "(e.g. xilinx.com:ip:processing_system7)")
     backends: dict[str, dict] = {}
     for dotted in figures:
         if dotted.startswith("backends."):
@@ -185,7 +191,7 @@ def parse_board(path: Path) -> Board:
         memory_type=value("memory.type", str), bandwidth_gbs=value("memory.bandwidth_gbs", float),
         pynq_images=tuple(str(i) for i in images), python=value("pynq.python", str, optional=True),
         board_part=value("board_part", str, optional=True), backends=backends,
-        ps_ip=value("shell.ps_ip", str, optional=True), platform=value("shell.platform", str, optional=True),
+        ps_ip=ps_ip, platform=value("shell.platform", str, optional=True),
         sources={k: f["source"] for k, f in figures.items()},
         verify=tuple(k for k, f in figures.items() if f.get("verify")),
         raw=doc,

@@ -47,6 +47,10 @@ def test_zcu104_project_gets_its_own_part_and_us_plus_block_design(cnn_qonnx, tm
     assert "Part: xczu7ev-ffvc1156-2-e" in (project / "hls4ml_config.yml").read_text()
     tcl = (project / "build_overlay.tcl").read_text()
     assert "zynq_ultra_ps_e" in tcl and 'set family "zynq-ultrascale+"' in tcl
+    # hls4ml's own block design (for its ZCU102 template's part) is not left beside build_overlay.tcl
+    assert not (project / "design.tcl").exists()
+    assert not any("xczu9eg" in p.read_text(errors="replace") for p in project.glob("*.tcl"))
+    assert "allocate(shape=y_shape, dtype=out_dtype)" in (project / "axi_stream_driver.py").read_text()
     if not all(vendor_tools(get_board("zcu104")).values()):
         assert not result.build.ran and "not on PATH" in result.build.message
         assert read_json(tmp_path / "zcu104" / "fit_report.json")["figures"] == "estimated"

@@ -45,7 +45,10 @@ if {$family eq "zynq-7000"} {
     set hp_slave ps_0/S_AXI_HP0
 } else {
     apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e -config [list apply_board_preset $use_preset] $ps
-    set_property -dict [list CONFIG.PSU__USE__M_AXI_GP0 {1} CONFIG.PSU__USE__M_AXI_GP1 {0} \
+    # Only HPM0_FPD (control) and HPC0 (DMA data) are used: HPM1_FPD and HPM0_LPD (M_AXI_GP2) are
+    # disabled, since a board preset or the PS defaults may enable them and an enabled master whose
+    # clock pin is left unconnected fails validate_bd_design.
+    set_property -dict [list CONFIG.PSU__USE__M_AXI_GP0 {1} CONFIG.PSU__USE__M_AXI_GP1 {0} CONFIG.PSU__USE__M_AXI_GP2 {0} \
         CONFIG.PSU__USE__S_AXI_GP0 {1} CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $fclk_mhz] $ps
     set clk_pin ps_0/pl_clk0
     set gp_master /ps_0/M_AXI_HPM0_FPD
