@@ -421,8 +421,16 @@ def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", r
              thread_record["torch_threads"], thread_record["source"], thread_record["available_cpus"],
              thread_record["omp_wait_policy"])
     resuming = record.get("status") == "running" and record.get("input_hash") == input_hash and not forced
+    # Completed outputs are set aside, not deleted, until the new run succeeds: a failed rerun
+    # (bad data, a refused file) gives them back, so nothing written before is lost.
+    backup = run_dir / f".{name}.previous"
+    if backup.exists():
+        _guard_os_errors(lambda: shutil.rmtree(backup), run_dir)
     if out_dir.exists() and not resuming:
-        _guard_os_errors(lambda: shutil.rmtree(out_dir), run_dir)
+        if record.get("status") == "done":
+            _guard_os_errors(lambda: out_dir.rename(backup), run_dir)
+        else:
+            _guard_os_errors(lambda: shutil.rmtree(out_dir), run_dir)
     _guard_os_errors(lambda: out_dir.mkdir(parents=True, exist_ok=True), run_dir)
     manifest.set_stage(name, {"status": "running", "input_hash": input_hash, "started": _now(),
                               "tool_versions": tool_versions(), "outputs": {}, "threads": thread_record})
@@ -437,9 +445,16 @@ def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", r
         if isinstance(exc, KeyboardInterrupt):
             log.info("stage %s: interrupted after %.1f s; `potatura run` resumes it", name, seconds)
             raise
-        manifest.set_stage(name, {"status": "failed", "input_hash": input_hash, "seconds": seconds,
-                                  "finished": _now(), "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                                  "tool_versions": tool_versions(), "outputs": {}})
+        error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if backup.exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+            backup.rename(out_dir)
+            manifest.set_stage(name, {**record, "last_failure": {"finished": _now(), "error": error}})
+            log.info("stage %s: failed; its previous outputs are kept", name)
+        else:
+            manifest.set_stage(name, {"status": "failed", "input_hash": input_hash, "seconds": seconds,
+                                      "finished": _now(), "error": error,
+                                      "tool_versions": tool_versions(), "outputs": {}})
         # File only: the CLI prints the error line itself (once).
         if not isinstance(exc, PotaturaError):
             log.error("stage %s failed:\n%s", name, traceback.format_exc(), extra=_FILE_ONLY)
@@ -447,6 +462,8 @@ def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", r
             log.error("stage %s failed: %s", name, exc, extra=_FILE_ONLY)
         raise
     seconds = time.perf_counter() - t0
+    if backup.exists():
+        shutil.rmtree(backup, ignore_errors=True)
     out_records = {}
     root = run_dir.resolve()
     for key, path in outputs.items():

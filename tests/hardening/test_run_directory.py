@@ -132,3 +132,20 @@ def test_summary_timings_do_not_force_downstream_reruns(done_run, tmp_path):
     assert (run_dir / "train" / "summary.json").read_text() != summary_before  # timings differ
     outcomes = run_flow(load_config(flow))
     assert [(o.name, o.status) for o in outcomes] == [("train", "skipped"), ("simplify", "skipped")]
+
+
+def test_failed_rerun_keeps_the_previous_outputs(done_run, tmp_path):
+    """A rerun that fails (here: a refused checkpoint file) gives the completed outputs back."""
+    flow = _copy_run(done_run, tmp_path)
+    run_dir = tmp_path / "runs" / "tiny"
+    before = {p.relative_to(run_dir): p.read_bytes() for p in (run_dir / "train").rglob("*") if p.is_file()}
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(PotaturaError, match="junk.pt"):
+        run_flow(load_config(flow, {"train": {"checkpoint": str(tmp_path / "junk.pt")}}), to_stage="train")
+    after = {p.relative_to(run_dir): p.read_bytes() for p in (run_dir / "train").rglob("*") if p.is_file()}
+    assert after == before
+    record = json.loads((run_dir / "manifest.json").read_text())["stages"]["train"]
+    assert record["status"] == "done" and "junk.pt" in record["last_failure"]["error"]
+    assert not list(run_dir.glob(".*.previous"))
+    outcomes = run_flow(load_config(flow))  # the original flow is still cached
+    assert [o.status for o in outcomes] == ["skipped", "skipped"]
