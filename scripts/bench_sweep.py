@@ -66,7 +66,7 @@ def run_one(spec: dict, root: Path, workers: int, cache: bool) -> dict:
     loaded = validate_sweep(raw, "bench")
     loaded.config.n_trials = len(grid_points(loaded))
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     client = Client(cluster)
     client.run(_warm)  # workers import torch and the stages before the clock starts

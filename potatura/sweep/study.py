@@ -212,7 +212,7 @@ def _client(scheduler: Optional[str], workers: int, retries: int):
     # A worker that dies mid-task makes the scheduler move the task elsewhere, up to allowed-failures
     # times (run_trial itself never raises: failures are results).
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR)
     return Client(cluster), cluster
 

@@ -86,7 +86,7 @@ def test_killed_worker_trial_is_retried_and_resumed(write_sweep, tmp_path):
     path = write_sweep(name="kill", n_trials=2, epochs=30, batch=8, cache="false",
                        space="train.lr: {choices: [0.05, 0.1]}")
     run0 = tmp_path / "runs" / "kill" / "trials" / "0"
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.CRITICAL)
     client = Client(cluster)
     outcome = {}
