@@ -23,10 +23,7 @@ def sweep(
 
     Example: potatura sweep flows/sweep-digits.yaml --resume --scheduler tcp://10.0.0.5:8786
     """
-    try:
-        from potatura.cli_common import console
-    except ImportError:  # before the CLI helpers moved out of potatura.cli
-        from potatura.cli import console
+    from potatura.cli_common import console
     from potatura.sweep.config import load_sweep
     from potatura.sweep.study import run_sweep
 

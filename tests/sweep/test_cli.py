@@ -41,3 +41,10 @@ def test_sweep_command_runs_resumes_and_refuses_to_start_over(write_sweep, tmp_p
     fresh = write_sweep(name="nothing", n_trials=1, space="quant.weight_bits: {choices: [6]}")
     missing = runner.invoke(_app(), ["sweep", str(fresh), "--resume"])
     assert "nothing to resume" in str(missing.exception)
+
+
+def test_sweep_is_a_command_of_potatura():
+    from potatura.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", "--help"])
+    assert result.exit_code == 0 and "--scheduler" in result.output and "--resume" in result.output
