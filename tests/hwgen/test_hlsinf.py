@@ -349,3 +349,36 @@ def test_resnet8_from_the_zoo_csim_bit_exact(hlsinf_lenet_projects, quantize_mod
     csim = verify_plan(fit, graph, hlsinf_lenet_projects / "pynq-z2" / "hlsinf" / "csim", x,
                        qonnx_reference(q.paths["qonnx"], x))
     assert_bit_exact(csim.to_dict())
+
+
+@pytest.mark.parametrize("board", ["zcu104", "alveo-u200"])
+def test_project_files_for_zynq_and_alveo(board, tmp_path):
+    """The generated HLS top compiles (g++ -fsyntax-only with hls4ml's ap_types; pragmas are for HLS), the
+    Zynq block design puts the four AXI masters on HP ports, the Alveo host files list every call."""
+    import shutil
+    import subprocess
+
+    from potatura.boards.catalog import get_board
+    from potatura.hwgen.hlsinf.csim import ap_types_dir
+    from potatura.hwgen.hlsinf.project import generate_project
+
+    graph = resnet_graph()
+    result = generate_project(graph, get_board(board), tmp_path)
+    project = tmp_path / "project"
+    proc = subprocess.run([shutil.which("g++"), "-std=c++14", "-fsyntax-only", "-w", f"-I{ap_types_dir()}",
+                           f"-I{project / 'src'}", str(project / "src" / "hlsinf_top.cpp")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load_design(tmp_path).backend_info["engine"]["cpi"] == result.fit.engine.cpi
+    if board == "zcu104":
+        tcl = (project / "build_overlay.tcl").read_text()
+        assert "m_axi_gmem_add" in tcl and "S_AXI_HP3_FPD" in tcl
+        assert (project / "driver" / "hlsinf_driver.py").is_file()
+    else:
+        calls = [line.split() for line in (project / "calls.txt").read_text().splitlines()]
+        assert len(calls) == len(result.fit.plan.calls) and all(len(c) == 4 + 27 for c in calls)
+        tensors = [line.split()[0] for line in (project / "tensors.txt").read_text().splitlines()]
+        residual = [c for c in result.fit.plan.calls if c.add_input is not None]
+        assert residual and all(int(calls[result.fit.plan.calls.index(c)][3]) == tensors.index(c.add_input)
+                                for c in residual)
+        assert "sp=hlsinf_0.act_add:DDR[0]" in (project / "connectivity.cfg").read_text()
+        assert len(list((project / "weights").glob("*_filters.bin"))) == len(result.fit.plan.weights)
