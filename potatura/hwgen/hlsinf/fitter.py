@@ -89,6 +89,9 @@ class HlsinfFit:
     ports: dict
     source: str = "estimated"
     notes: list = field(default_factory=list)
+    # The cycle figures: the engine's schedule per call (planner.call_cycles, the formula potatura.sim
+    # uses too), compute only; the simulator adds the DDR time at the board's bandwidth.
+    cycles_source: str = "estimated (the engine's schedule per call, compute only)"
 
     @property
     def fits(self) -> bool:
