@@ -73,6 +73,13 @@ def run_stages(cfg, from_stage=None, to_stage=None, only=None, force=False) -> N
     report(cfg, outcomes)
 
 
+def apply_threads_for(model) -> dict:
+    """The thread setting for a command working on one model file (not a flow run)."""
+    from potatura import threads
+
+    return threads.apply(threads.choose(parameters=sum(p.numel() for p in model.parameters())))
+
+
 # The names stage cli.py files used when these lived in potatura/cli.py.
 _load = load_flow
 _run = run_stages

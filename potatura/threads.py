@@ -66,13 +66,14 @@ def model_parameters(cfg) -> Optional[int]:
     return sum(p.numel() for p in model.parameters())
 
 
-def choose(cfg=None) -> dict:
-    """{threads, source, available_cpus}: the setting for a run of `cfg`."""
+def choose(cfg=None, parameters: Optional[int] = None) -> dict:
+    """{threads, source, available_cpus}: the setting for a run of `cfg` (or for a model of
+    `parameters` parameters, in the commands that work on one model file)."""
     cpus = available_cpus()
     n = requested()
     if n is not None:
         return {"threads": n, "source": f"--threads / {ENV}", "available_cpus": cpus}
-    params = model_parameters(cfg) if cfg is not None else None
+    params = parameters if parameters is not None else model_parameters(cfg) if cfg is not None else None
     if params is not None and params < SMALL_MODEL_PARAMETERS:
         return {"threads": 1, "source": f"default: small model ({params:,} parameters)", "available_cpus": cpus}
     return {"threads": cpus, "source": "default: CPUs available to the process", "available_cpus": cpus}

@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         from potatura.quant.pipeline import quantize
 
         float_model, _ = load_model_file(model)
+        from potatura.cli_common import apply_threads_for
+
+        apply_threads_for(float_model)  # the same default as a flow run (results depend on it)
         data = load_dataset(cfg.data, cfg.seed)
         out_dir = out or cfg.run_dir() / f"quant-{model.stem}"
         log = logging.getLogger("potatura.quant")

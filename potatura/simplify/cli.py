@@ -36,6 +36,9 @@ def simplify_file(model_path: Path, out: Path, input_shape: Optional[str], bias_
     if bias_maps not in ("allow", "refuse"):
         raise ConfigError(f"--bias-maps {bias_maps!r}: accepted values: allow, refuse")
     model, payload = load_model_file(model_path)
+    from potatura.cli_common import apply_threads_for
+
+    apply_threads_for(model)  # the same default as a flow run (results depend on it)
     shape = _parse_shape(input_shape) if input_shape else None
     if shape is None:
         known = (payload.get("spec") or {}).get("input_shape") or (payload.get("extra") or {}).get("input_shape")
