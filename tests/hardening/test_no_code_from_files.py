@@ -153,3 +153,20 @@ def test_no_unrestricted_torch_load_in_the_package():
     assert offenders == []
     pickles = [str(p) for p in root.rglob("*.py") if re.search(r"^\s*import pickle|allow_pickle=True", p.read_text(), re.M)]
     assert pickles == []
+
+
+def test_checkpoint_of_the_previous_format_still_loads(tmp_path):
+    """Checkpoints written before held numpy's RNG state as an array: still read, without code."""
+    import numpy as np
+
+    from potatura.artifacts import read_torch
+    from potatura.train.loop import _numpy_rng_from
+
+    np.random.seed(7)
+    state = {"epoch": 3, "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state()}}
+    torch.save(state, tmp_path / "last.pt")
+    back = read_torch(tmp_path / "last.pt", "training checkpoint", numpy_arrays=True)
+    np.random.set_state(_numpy_rng_from(back["rng"]["numpy"]))
+    first = np.random.rand()
+    np.random.seed(7)
+    assert first == np.random.rand()
