@@ -92,11 +92,10 @@ struct Engine {
 #pragma HLS ARRAY_PARTITION variable=line dim=3 complete
     output_groups:
         for (int go = 0; go < o_iter; go++) {
-            for (int r = 0; r < conv_h; r++)
-                for (int c = 0; c < conv_w; c++)
-                    for (int o = 0; o < CPO; o++) sums[r][c][o] = bias[go * CPO + o];
         input_groups:
             for (int gi = 0; gi < i_iter; gi++) {
+                // The filters of this (output group, input group) pair; HLS overlaps the load with the
+                // previous pair's pixels (part of the per-group pipeline cost L_PIPE of the cycle model).
                 weight_t w[CPO][CPI][9];
 #pragma HLS ARRAY_PARTITION variable=w complete dim=0
                 const weight_t *fg = filters + ((long)(go * i_iter + gi)) * CPO * CPI * 9;
@@ -104,7 +103,8 @@ struct Engine {
                     for (int i = 0; i < CPI; i++)
                         for (int k = 0; k < 9; k++) w[o][i][k] = fg[(o * CPI + i) * 9 + k];
                 const data_t *group = in + (long)gi * a.H * a.W * CPI;
-            pixels:
+                const bool first = gi == 0, last = gi == i_iter - 1;
+            pixels:  // one padded input pixel a cycle: the schedule O_ITER*I_ITER*(H+PT+PB)*(W+PL+PR)
                 for (int r = 0; r < rows; r++) {
                     for (int c = 0; c < cols; c++) {
 #pragma HLS PIPELINE II=1
@@ -117,43 +117,39 @@ struct Engine {
                             line[1][c][i] = line[2][c][i];
                             line[2][c][i] = px;
                         }
-                        if (r >= 2 && c >= 2) {
-                            for (int o = 0; o < CPO; o++) {
-                                acc_t s = sums[r - 2][c - 2][o];
-                                for (int i = 0; i < CPI; i++)
-                                    for (int kh = 0; kh < 3; kh++)
-                                        for (int kw = 0; kw < 3; kw++)
-                                            s += line[kh][c - 2 + kw][i] * w[o][i][kh * 3 + kw];
-                                sums[r - 2][c - 2][o] = s;
+                        if (r < 2 || c < 2) continue;
+                        const int orow = r - 2, ocol = c - 2;  // conv output pixel of this frame
+                        for (int o = 0; o < CPO; o++) {
+                            // Bias + accumulation over input groups: the first group starts from the bias.
+                            acc_t s = first ? bias[go * CPO + o] : sums[orow][ocol][o];
+                            for (int i = 0; i < CPI; i++)
+                                for (int kh = 0; kh < 3; kh++)
+                                    for (int kw = 0; kw < 3; kw++)
+                                        s += line[kh][ocol + kw][i] * w[o][i][kh * 3 + kw];
+                            if (!last) {
+                                sums[orow][ocol][o] = s;
+                                continue;
                             }
-                        }
-                    }
-                }
-            }
-        write_group:
-            const int out_rows = a.pool == 1 ? conv_h / 2 : a.pool == 2 ? (conv_h + 1) / 2 : conv_h;
-            const int out_cols = a.pool == 1 ? conv_w / 2 : a.pool == 2 ? (conv_w + 1) / 2 : conv_w;
-            for (int r = 0; r < out_rows; r++) {
-                for (int c = 0; c < out_cols; c++) {
-#pragma HLS PIPELINE II=1
-                    for (int o = 0; o < CPO; o++) {
-                        const int ch = go * CPO + o;
-                        long long v;
-                        if (a.pool == 1) {
-                            v = requantize(sums[2 * r][2 * c][o].to_int64(), a);
-                            for (int dr = 0; dr < 2; dr++)
-                                for (int dc = 0; dc < 2; dc++) {
-                                    long long q = requantize(sums[2 * r + dr][2 * c + dc][o].to_int64(), a);
-                                    if (q > v) v = q;
-                                }
-                        } else if (a.pool == 2) {
-                            v = requantize(sums[2 * r][2 * c][o].to_int64(), a);
-                        } else {
-                            v = requantize(sums[r][c][o].to_int64(), a);
-                        }
-                        if (ch < a.O && c < a.out_w) {
+                            // The last input group streams on: requantize -> pool -> residual add -> write.
+                            long long v = requantize(s.to_int64(), a);
+                            int wr = orow, wc = ocol;
+                            if (a.pool == 1) {  // 2x2 max: kept until the window's last pixel arrives
+                                sums[orow][ocol][o] = v;
+                                if ((orow & 1) == 0 || (ocol & 1) == 0) continue;
+                                for (int dr = 0; dr < 2; dr++)
+                                    for (int dc = 0; dc < 2; dc++) {
+                                        const long long q = sums[orow - dr][ocol - dc][o].to_int64();
+                                        if (q > v) v = q;
+                                    }
+                                wr = orow / 2, wc = ocol / 2;
+                            } else if (a.pool == 2) {  // stride 2: the even rows and columns
+                                if ((orow & 1) || (ocol & 1)) continue;
+                                wr = orow / 2, wc = ocol / 2;
+                            }
+                            const int ch = go * CPO + o;
+                            if (ch >= a.O || wc >= a.out_w) continue;
                             const long addr = (long)(ch / CPI) * a.out_h * a.out_w * CPI +
-                                              ((long)(a.out_row0 + r) * a.out_w + c) * CPI + ch % CPI;
+                                              ((long)(a.out_row0 + wr) * a.out_w + wc) * CPI + ch % CPI;
                             if (a.add) {
                                 long long sum = (v << a.add_shift_main) + (add_in[addr].to_int64() << a.add_shift_skip);
                                 v = round_shift_clip(sum, a.relu2, a.shift2, a.rounding2, a.clip2_lo, a.clip2_hi);
