@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from potatura.boards.catalog import Board
+from potatura.errors import PotaturaError
 from potatura.hw.backends import BackendSpec, get_spec
 from potatura.hw.ir import Graph
 
@@ -78,6 +79,12 @@ class FitReport(Protocol):
     def table(self) -> str: ...  # markdown
 
     def to_dict(self) -> dict: ...
+
+
+class DoesNotFitError(PotaturaError):
+    """A backend found no configuration of the model within the board's budget (the message says why).
+
+    The hwgen stage reports it for that board and goes on with the others."""
 
 
 @dataclass

@@ -20,6 +20,8 @@ def _print_report(console, report_path: Path) -> None:
                       f"DSP {t['dsp']:,} BRAM18 {t['bram18']:,} LUT {t['lut']:,} ({p['figures']}), "
                       f"interval {p['interval_cycles']:,} cycles ({p['cycles'].split(' ')[0]}); {exact}")
         console.print(f"  build: {p['build']['message']}")
+    for f in report.get("failed", []):
+        console.print(f"hwgen {f['board']}/{f['backend']}: {f['status']}: {f['error']}")
     console.print(f"hwgen: report in {report_path.parent / 'report.md'}")
 
 

@@ -20,11 +20,11 @@ import numpy as np
 from potatura import formats
 from potatura.artifacts import write_json, write_text
 from potatura.boards.catalog import get_board
-from potatura.errors import DataError, UnsupportedError
+from potatura.errors import DataError, PotaturaError, UnsupportedError
 from potatura.flow import Input, Output, Progress, Stage, StageContext
 from potatura.hw.ir import Graph
 from potatura.hw.types import FixedType
-from potatura.hwgen.backend import get_backend
+from potatura.hwgen.backend import DoesNotFitError, get_backend
 from potatura.hwgen.config import HwgenConfig
 from potatura.hwgen.reader import read_qonnx
 
@@ -161,7 +161,21 @@ def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Path | None, out_
             log.warning("hwgen: golden y differs from the QONNX execution here (%s); csim is compared with QONNX",
                         golden_check)
 
+    float32_exact = all(layer.accum_type.float_exact(24) for layer in graph.compute_layers)
+    reference_info = {"kind": REFERENCE_QONNX, "exact": float32_exact}
+    if reference is not None and not float32_exact:
+        # float32 cannot hold these accumulators: compare with the exact integer execution instead.
+        qonnx_float32 = reference
+        reference = exact_reference(graph, x)
+        same = np.all(qonnx_float32.reshape(len(x), -1) == reference, axis=1)
+        reference_info = {"kind": REFERENCE_EXACT, "exact": True,
+                          "why": "an accumulator is wider than 24 bits: the float32 QONNX executor rounds its sums",
+                          "qonnx_float32_equal_samples": int(same.sum()), "samples": int(len(x))}
+        log.info("hwgen: accumulators over 24 bits: csim is compared with %s (the float32 QONNX reference equals it "
+                 "on %d/%d samples)", REFERENCE_EXACT, int(same.sum()), len(x))
+
     projects = []
+    failed = []
     index = []
     outputs: dict[str, Path] = {}
     steps = ["fit", "convert", "compile", "csim", "build"]
@@ -173,10 +187,20 @@ def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Path | None, out_
                 board = dataclasses.replace(board, clock_mhz=float(cfg.clock_mhz))
             for backend_name, network in networks.items():
                 where = out_dir / board.name / backend_name
-                result = get_backend(backend_name).generate(
-                    network, board, where, cfg.backend(backend_name), x=x, reference=reference, build=cfg.build,
-                    max_utilization=cfg.max_utilization,
-                    on_step=lambda s, b=board.name: update(advance=1, description=f"hwgen {b}: {s}"))
+                try:
+                    result = get_backend(backend_name).generate(
+                        network, board, where, cfg.backend(backend_name), x=x, reference=reference, build=cfg.build,
+                        max_utilization=cfg.max_utilization,
+                        on_step=lambda s, b=board.name: update(advance=1, description=f"hwgen {b}: {s}"))
+                except PotaturaError as exc:
+                    # One board (or backend) failing does not stop the others; report.json says which.
+                    status = "does not fit" if isinstance(exc, DoesNotFitError) else "failed"
+                    partial = where.with_name(f".{where.name}.partial")  # what it wrote, with its convert.log
+                    failed.append({"board": board.name, "backend": backend_name, "status": status,
+                                   "error": str(exc).splitlines()[0], "exception": exc,
+                                   "partial": str(partial.relative_to(out_dir)) if partial.exists() else None})
+                    log.error("hwgen %s/%s: %s: %s", board.name, backend_name, status, str(exc).splitlines()[0])
+                    continue
                 if not (where / "fit_report.md").is_file():  # every project has its fit report
                     write_text(where / "fit_report.md", result.fit.table() + "\n")
                 summary = result.summary()
@@ -191,18 +215,34 @@ def run_hwgen(cfg: HwgenConfig, qonnx_path: Path, golden_path: Path | None, out_
                          ", ".join(f"RF {k}={v}" for k, v in summary["reuse_factors"].items()),
                          result.fit.interval_cycles, summary["cycles"].split(" ")[0],
                          f"csim {csim.exact_matches}/{csim.samples} bit-exact (simulated)" if csim else "no csim")
-    float32_exact = all(layer.accum_type.float_exact(24) for layer in graph.compute_layers)
-    if not float32_exact:
-        log.warning("hwgen: an accumulator is wider than 24 bits: the float32 QONNX reference may round where the "
-                    "accelerator is exact; a csim difference can then come from the reference")
     report = {"model": str(qonnx_path), "io_type": io_type, "input_type": graph.input.type.ap(),
-              "float32_reference_exact": float32_exact,
+              "float32_reference_exact": float32_exact, "reference": reference_info,
               "output_type": graph.output.type.ap(), "layers": hls.summary() if hls is not None else _ir_summary(graph),
-              "quant_json": json_check, "golden": golden_check, "projects": projects}
+              "quant_json": json_check, "golden": golden_check, "projects": projects,
+              "failed": [{k: v for k, v in f.items() if k != "exception"} for f in failed]}
     outputs["report"] = write_json(out_dir / "report.json", report)
     outputs["index"] = write_json(out_dir / "index.json", index)
     outputs["summary"] = write_text(out_dir / "report.md", _markdown(report, out_dir))
+    if failed and not projects:
+        raise failed[0]["exception"]  # nothing was generated: the stage failed (report.json says why per board)
     return outputs
+
+
+REFERENCE_QONNX = "QONNX execution (qonnx executor, float32)"
+REFERENCE_EXACT = "potatura.sim integer execution of the model's hardware IR (exact)"
+
+
+def exact_reference(graph: Graph, x_nchw: np.ndarray) -> np.ndarray:
+    """The model's outputs (N, n) float64 on inputs (N, C, H, W) or (N, n), computed exactly in integers
+    by the simulator's functional model (potatura.sim: one fixed-point implementation), for models whose
+    accumulators float32 cannot hold (over 24 bits)."""
+    from potatura.hw.ir import Design
+    from potatura.sim.api import Accelerator
+
+    acc = Accelerator(Design(graph=graph, backend="reference", board="-", clock_mhz=100.0, layer_choices={},
+                             fifo_depths={}, backend_info={"io_type": "io_parallel"}))
+    y = acc.decode(acc.run(acc.encode(x_nchw)))
+    return np.asarray(y, dtype=np.float64).reshape(len(x_nchw), -1)
 
 
 def resolve_io_type(net, io_type: str) -> str:
@@ -241,9 +281,16 @@ def _markdown(report: dict, out_dir: Path) -> str:
         lines.append(f"| {p['board']} | {p['backend']} | {'yes' if p['fits'] else 'no'} | {t['dsp']:,} | "
                      f"{t['bram18']:,} | {t['lut']:,} | {p['interval_cycles']:,} | {p['latency_cycles']:,} | {exact} | "
                      f"{c.get('max_abs_difference', '-')} |")
+    for f in report.get("failed", []):
+        lines.append(f"| {f['board']} | {f['backend']} | {f['status']} | | | | | | | |")
     cycles = sorted({p["cycles"] for p in report["projects"]})
+    ref = (report.get("reference") or {}).get("kind", REFERENCE_QONNX)
     lines += ["", "Resources: potatura's estimates unless a project's fit_report.md says synthesized; cycles: "
-              + "; ".join(cycles) + "; csim: simulated (hls4ml C simulation vs QONNX execution).", ""]
+              + "; ".join(cycles) + f"; csim: simulated (hls4ml C simulation) vs the reference: {ref}.", ""]
+    for f in report.get("failed", []):
+        lines += [f"- {f['board']} / {f['backend']}: {f['status']}: {f['error']}"]
+    if report.get("failed"):
+        lines.append("")
     for p in report["projects"]:
         lines += [f"## {p['board']} / {p['backend']}", "", (out_dir / p["dir"] / "fit_report.md").read_text(), ""]
     return "\n".join(lines)
@@ -264,15 +311,29 @@ def headline(stage_dir: Path) -> str | None:
     if not path.is_file():
         return None
     parts = []
-    for p in read_json(path)["projects"]:
+    report = read_json(path)
+    for p in report["projects"]:
         if not p.get("fits", True):
             parts.append(f"{p['board']}/{p['backend']}: does not fit")
             continue
         t, c = p["totals_estimated"], p.get("csim") or {}
         sim = (f", csim {c['exact_matches']}/{c['samples']} bit-exact (simulated)" if c.get("samples") else "")
+        measured = p.get("measured") or {}
+        if measured.get("lut") is not None:
+            # After --build: the vendor's figures, labelled by where they come from.
+            kind = measured["resources"].split(" ")[0]
+            figures = (f"{measured['lut']:,} LUT, {measured.get('dsp', 0):,} DSP, {measured.get('bram18', 0):,} "
+                       f"BRAM18 ({kind})")
+            if measured.get("interval_cycles") is not None:
+                figures += f", interval {measured['interval_cycles']:,} cycles (synthesized)"
+            parts.append(f"{p['board']}/{p['backend']}: {figures}; simulated interval {p['interval_cycles']:,} "
+                         f"cycles{sim}")
+            continue
         parts.append(f"{p['board']}/{p['backend']}: {t['multipliers']:,} multipliers, {t['lut']:,} LUT, "
                      f"{t['bram18']} BRAM18 (estimated), interval {p['interval_cycles']:,} cycles "
                      f"({p['cycles'].split(' ')[0]}){sim}")
+    for f in report.get("failed", []):
+        parts.append(f"{f['board']}/{f['backend']}: {f['status']}")
     return "; ".join(parts)
 
 def fingerprint(cfg) -> dict:

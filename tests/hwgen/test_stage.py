@@ -158,3 +158,65 @@ def test_build_with_vendor_tools(cnn_qonnx, tmp_path):
     assert result.fit.source.startswith("implemented")
     overlay = tmp_path / "build" / "project" / "overlay"
     assert (overlay / "potatura_accel.bit").is_file() and (overlay / "potatura_accel.hwh").is_file()
+
+
+def test_one_board_failing_does_not_stop_the_others_nor_delete_good_projects(cnn_qonnx, tmp_path, monkeypatch):
+    """Forced RF 1 + Latency: the CNN fits zcu104 but not pynq-z2; each board is reported (issue 11 items 7, 8)."""
+    from potatura.hwgen import stage as hwgen_stage
+    from potatura.hwgen.config import HwgenConfig
+    from potatura.hwgen.hls4ml import convert
+    from potatura.hwgen.stage import run_hwgen
+
+    cfg = HwgenConfig(boards=["pynq-z2", "zcu104"], csim=False,
+                      backends={"hls4ml": {"io_type": "io_stream", "reuse_factor": 1, "strategy": "latency"}})
+    out = tmp_path / "hwgen"
+    run_hwgen(cfg, cnn_qonnx, None, out)
+    report = read_json(out / "report.json")
+    assert [p["board"] for p in report["projects"]] == ["zcu104"]
+    (failed,) = report["failed"]
+    assert failed["board"] == "pynq-z2" and failed["status"] == "does not fit"
+    # the user forced the reuse factor: the error says so instead of "at any reuse factor"
+    assert "with the setting you forced (hwgen.backends.hls4ml.reuse_factor: 1; hwgen.backends.hls4ml.strategy: " \
+           "latency)" in failed["error"] and "at any reuse factor" not in failed["error"]
+    assert [e["board"] for e in read_json(out / "index.json")] == ["zcu104"]
+    line = hwgen_stage.headline(out)
+    assert "zcu104/hls4ml: " in line and "pynq-z2/hls4ml: does not fit" in line
+    assert "| pynq-z2 | hls4ml | does not fit |" in (out / "report.md").read_text()
+
+    # A later run whose only project fails after the fit leaves the earlier project as it was.
+    good = out / "zcu104" / "hls4ml"
+    before = {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise convert.CsimError("hwgen: mock conversion failure")
+
+    monkeypatch.setattr(convert, "convert", broken)
+    with pytest.raises(convert.CsimError, match="mock conversion failure"):
+        run_hwgen(HwgenConfig(boards=["zcu104"], csim=False), cnn_qonnx, None, out)
+    after = {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()}
+    assert after == before
+    report = read_json(out / "report.json")
+    assert report["projects"] == [] and report["failed"][0]["status"] == "failed"
+    assert report["failed"][0]["partial"] == "zcu104/.hls4ml.partial"
+
+
+def test_headline_after_a_build_prints_the_measured_figures(tmp_path):
+    from potatura.hwgen.reports import measured_figures
+    from potatura.hwgen.stage import headline
+
+    (tmp_path / "csynth.xml").write_text(CSYNTH)
+    (tmp_path / "util.rpt").write_text(UTILIZATION)
+    measured = measured_figures({"csynth": parse_csynth_xml(tmp_path / "csynth.xml"),
+                                 "utilization": parse_utilization(tmp_path / "util.rpt")})
+    assert measured["lut"] == 28311 and measured["resources"].startswith("implemented")
+    assert (measured["latency_cycles"], measured["interval_cycles"]) == (415, 103)
+    project = {"board": "pynq-z2", "backend": "hls4ml", "fits": True, "csim": None, "measured": measured,
+               "totals_estimated": {"multipliers": 1, "lut": 99999, "bram18": 1}, "interval_cycles": 100,
+               "cycles": "simulated (potatura.sim)"}
+    stage_dir = tmp_path / "hwgen"
+    stage_dir.mkdir()
+    (stage_dir / "report.json").write_text(json.dumps({"projects": [project]}))
+    line = headline(stage_dir)
+    assert "28,311 LUT, 3 DSP, 15 BRAM18 (implemented)" in line and "interval 103 cycles (synthesized)" in line
+    assert "99,999" not in line  # not the estimate
+    assert measured_figures({}) is None

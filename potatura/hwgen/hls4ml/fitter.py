@@ -40,8 +40,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from potatura.boards.catalog import Board
-from potatura.errors import ConfigError, PotaturaError
+from potatura.errors import ConfigError
 from potatura.hw.ir import Layer, Op
+from potatura.hwgen.backend import DoesNotFitError
 from potatura.hwgen.hls4ml.compat import reuse_factor_is_valid
 from potatura.hwgen.hls4ml.lowering import QuantizedNetwork, config_key, hls_name
 from potatura.hwgen.hls4ml.timing import CYCLES_SOURCE
@@ -55,7 +56,7 @@ STRATEGIES = ("Latency", "Resource")
 RESOURCES = ("lut", "ff", "dsp", "bram18")
 
 
-class FitError(PotaturaError):
+class FitError(DoesNotFitError):
     """No configuration of the model fits the board; the message holds the fit table."""
 
 
@@ -472,6 +473,14 @@ def fit_or_raise(net: QuantizedNetwork, board: Board, io_type: str, max_utilizat
     smallest = smallest_fitting_board(net, io_type, max_utilization, others, reuse_factor, strategy)
     hint = (f"the smallest catalog board it fits (estimated): {smallest}" if smallest else
             "it fits no catalog board: prune/simplify further or lower the bit widths")
+    if reuse_factor is not None or strategy != "auto":
+        # The user fixed the search: say so, and that the fitter may do better without it.
+        forced = [f"hwgen.backends.hls4ml.reuse_factor: {reuse_factor}" if reuse_factor is not None else "",
+                  f"hwgen.backends.hls4ml.strategy: {strategy}" if strategy != "auto" else ""]
+        raise FitError(f"hwgen: {net.source} does not fit {board.name} within {max_utilization:.0%} of the device "
+                       f"with the setting you forced ({'; '.join(f for f in forced if f)}) (over budget: "
+                       f"{', '.join(result.over_budget())}); remove it to let the fitter search every valid reuse "
+                       f"factor and strategy. Configuration:\n{result.table()}")
     raise FitError(f"hwgen: {net.source} does not fit {board.name} at any reuse factor within "
                    f"{max_utilization:.0%} of the device (over budget: {', '.join(result.over_budget())}); {hint}. "
                    f"Cheapest configuration found:\n{result.table()}")

@@ -240,9 +240,15 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
     would not use potatura's exact types. With keep_model, result.hls_model is the hls4ml model.
     fifo_depths: "sized" (io_stream: the simulator's smallest depths keeping the latency and interval
     of unbounded FIFOs, written into the stream pragmas and design.json) or "hls4ml" (its defaults).
+
+    The project is written into a sibling folder (.<name>.partial) and replaces out_dir only once it
+    is complete and checked: a failure leaves an earlier project in out_dir as it was.
     """
     step = on_step or (lambda s: None)
-    out_dir = Path(out_dir)
+    final_dir = Path(out_dir)
+    out_dir = final_dir.with_name(f".{final_dir.name}.partial")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
     project_dir = out_dir / "project"
     log_path = out_dir / "convert.log"
     io = resolve_io_type(net, io_type)
@@ -250,8 +256,6 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
 
     step("fit")
     fit = fit_or_raise(net, board, io, max_utilization, reuse_factor, strategy)
-    if project_dir.exists():
-        shutil.rmtree(project_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "fit_report.md", fit.table() + "\n")
 
@@ -290,6 +294,9 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
     if tarball.exists():
         tarball.unlink()  # hls4ml's copy of the project; the folder is the artifact
     build_files = write_build_files(project_dir, board, net)
+    _patch_output_dir(project_dir, final_dir / "project")
+    _replace_dir(out_dir, final_dir)
+    out_dir, project_dir, log_path = final_dir, final_dir / "project", final_dir / "convert.log"
 
     outcome = BuildOutcome(False, "not requested (figures are estimates; `potatura hwgen FLOW --build` builds "
                                   "when Vivado/Vitis is on PATH)")
@@ -310,6 +317,27 @@ def generate_project(net: QuantizedNetwork, board: Board, out_dir: Path, *, io_t
     write_json(out_dir / "manifest.json", _manifest(net, board, fit, project_dir, build_files, csim, outcome))
     return ProjectResult(board.name, "hls4ml", out_dir, fit, csim, outcome,
                          {k: round(v, 3) for k, v in seconds.items()}, hls_model if keep_model else None)
+
+
+def _patch_output_dir(project_dir: Path, final: Path) -> None:
+    """hls4ml_config.yml names the folder the project was written to: name the one it ends up in."""
+    path = project_dir / "hls4ml_config.yml"
+    if path.is_file():
+        lines = [f"OutputDir: {final}\n" if line.startswith("OutputDir:") else line
+                 for line in path.read_text().splitlines(keepends=True)]
+        write_text(path, "".join(lines))
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put the complete project `new` at `final`; the earlier one is removed only after the rename."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def design_of(net: QuantizedNetwork, board: Board, fit: FitResult) -> Design:
