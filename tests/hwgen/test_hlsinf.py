@@ -382,3 +382,85 @@ def test_project_files_for_zynq_and_alveo(board, tmp_path):
                                 for c in residual)
         assert "sp=hlsinf_0.act_add:DDR[0]" in (project / "connectivity.cfg").read_text()
         assert len(list((project / "weights").glob("*_filters.bin"))) == len(result.fit.plan.weights)
+
+
+
+class _FakeBuffer(np.ndarray):
+    """pynq.allocate's buffer: a numpy array with a physical address (here: a key of the fake DDR)."""
+
+    def flush(self):
+        pass
+
+    def invalidate(self):
+        pass
+
+
+def _fake_pynq(lib, driver_args):
+    """A stand-in for the pynq package: allocate() in a fake DDR; an Overlay whose hlsinf_0, on ap_start, runs
+    the engine's C simulation with the registers the driver wrote (read back as the 32/64-bit registers
+    hold them) on the buffers their addresses name."""
+    import ctypes
+    import types
+
+    ddr: dict = {}
+
+    def allocate(shape, dtype):
+        buf = np.zeros(shape, dtype=dtype).view(_FakeBuffer)
+        buf.physical_address = 0x1000_0000 + 0x100_0000 * len(ddr)
+        ddr[buf.physical_address] = buf
+        return buf
+
+    def signed(value, bits):
+        return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+    def ptr(a):
+        return a.ctypes.data_as(ctypes.POINTER(ctypes.c_longlong))
+
+    class Engine:
+        def __init__(self):
+            self.register_map = types.SimpleNamespace()
+            self.starts = 0
+
+        def write(self, offset, value):
+            if offset != 0 or not value & 1:
+                return
+            regs = vars(self.register_map)
+            args = np.array([signed(regs[n], 64 if n.startswith("clip") else 32) for n in driver_args], dtype=np.int64)
+            arrays = [ddr[regs[n]].astype(np.int64) for n in ("act_in", "filters", "bias", "act_add", "act_out")]
+            rc = lib.hlsinf_call(*(x for a in arrays for x in (ptr(a), a.size)), ptr(args), args.size)
+            assert rc == 0
+            ddr[regs["act_out"]][:] = arrays[-1]
+            self.starts += 1
+
+        def read(self, offset):
+            return 0x2 | 0x4  # ap_done, ap_idle
+
+    class Overlay:
+        def __init__(self, bitfile):
+            self.hlsinf_0 = Engine()
+
+    return types.SimpleNamespace(allocate=allocate, Overlay=Overlay)
+
+
+def test_pynq_driver_runs_the_plan_bit_exact(hlsinf_lenet_projects, cnn_qonnx, monkeypatch):
+    """The project's PYNQ driver (as copied to the board) against a stand-in pynq whose engine is the csim
+    library: register names and order, buffer types, GHWC packing, the loop over calls; bit-exact outputs."""
+    import importlib.util
+    import sys
+
+    from potatura.hwgen.hlsinf.csim import compile_engine
+    from potatura.hwgen.hlsinf.planner import Plan
+
+    project = hlsinf_lenet_projects / "pynq-z2" / "hlsinf" / "project"
+    spec = importlib.util.spec_from_file_location("hlsinf_driver", project / "driver" / "hlsinf_driver.py")
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    plan = Plan.from_dict(json.loads((project / "plan.json").read_text()))
+    lib, _ = compile_engine(plan.engine, hlsinf_lenet_projects / "pynq-z2" / "hlsinf" / "csim")
+    monkeypatch.setitem(sys.modules, "pynq", _fake_pynq(lib, driver.ARGS))
+    drv = driver.HlsinfDriver("overlay/hlsinf.bit", project)
+    with np.load(cnn_qonnx.parent / "golden.npz", allow_pickle=False) as golden:
+        x, y = golden["x_codes"][:20], golden["y_codes"][:20]
+    out = drv.run(x.reshape(len(x), 8, 8, 1))
+    assert np.array_equal(out.reshape(len(x), -1), y.reshape(len(x), -1))
+    assert drv.ip.starts == 20 * len(plan.calls)
