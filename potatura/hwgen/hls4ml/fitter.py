@@ -48,12 +48,41 @@ from potatura.hwgen.hls4ml.lowering import QuantizedNetwork, config_key, hls_nam
 from potatura.hwgen.hls4ml.timing import CYCLES_SOURCE
 
 DSP_MIN_WIDTH = 10
-LUT_PER_PRODUCT_BIT = 0.75
+# LUTs per product bit of a constant multiplier in LUTs, and the largest relative error of the LUT rule
+# of a multiply-accumulate block (products + adders) after the fit: yosys synth_xilinx of 8 blocks
+# (tests/hwgen/data/lut_calibration.json, `python -m potatura.hwgen.hls4ml.calibration`).
+LUT_PER_PRODUCT_BIT = 0.4431
+# The estimator's measured error per resource (relative): the fit keeps this margin. None: not measured.
+ERROR_BAND: dict[str, float | None] = {"lut": 0.191, "ff": None, "dsp": None, "bram18": None}
+ERROR_BAND_SOURCE = {"lut": "yosys synth_xilinx calibration, 8 multiply-accumulate blocks "
+                            "(tests/hwgen/data/lut_calibration.json)"}
+
+# The platform's own logic around the accelerator (Zynq shell: PS, AXI DMA in simple mode, AXI
+# interconnect + SmartConnect the automation adds, processor reset), potatura's estimate of the
+# configuration build_overlay.tcl makes (AXI DMA without scatter-gather, 32/64-bit streams, 256-beat
+# bursts: its data FIFOs in block RAM); not measured here (no Vivado): check against the
+# implemented design's report_utilization -hierarchical after `make overlay`.
+PLATFORM_LOGIC = {
+    "zynq-ps-axi-dma": {"lut": 3500, "ff": 5000, "dsp": 0, "bram18": 4},
+    "alveo-xrt": {"lut": 0, "ff": 0, "dsp": 0, "bram18": 0},  # the shell's static region is outside the kernel's
+}
+# One AXI wrapper converter per value of a stream word (float32 -> the input type; the output type ->
+# float32/float64): a shifter, rounding and saturation per value. Estimated, not measured.
+CONVERTER_LUT = {"float": 120, "double": 200}
+CONVERTER_FF = {"float": 64, "double": 96}
 LUTRAM_MAX_DEPTH = 64
 SRL_MAX_BITS = 1024
 HLS_MAX_PARTITION = 4096  # hls4ml project.tcl: config_array_partition -maximum_size 4096
 STRATEGIES = ("Latency", "Resource")
 RESOURCES = ("lut", "ff", "dsp", "bram18")
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """value to `digits` significant digits, with thousands separators: 24313 -> '24,300'."""
+    if value == 0:
+        return "0"
+    rounded = round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
+    return f"{int(rounded):,}" if rounded == int(rounded) else f"{rounded:g}"
 
 
 class FitError(DoesNotFitError):
@@ -225,6 +254,15 @@ class FitResult:
     # The chosen design simulated (potatura.sim.api.design_cycles): latency and interval in cycles.
     simulated: dict = field(default_factory=dict)
     cycles_source: str = CYCLES_SOURCE
+    platform: dict = field(default_factory=dict)  # resources of the platform's own logic (estimated)
+
+    @property
+    def required(self) -> dict[str, int]:
+        """What the design needs of the board: its estimate with the estimator's measured error band on
+        top (ERROR_BAND), plus the platform's logic (PLATFORM_LOGIC + AXI converters)."""
+        totals = self.totals
+        return {r: int(math.ceil(totals[r] * (1 + (ERROR_BAND.get(r) or 0.0)))) + int(self.platform.get(r, 0))
+                for r in RESOURCES}
 
     @property
     def budget(self) -> dict[str, int]:
@@ -253,11 +291,13 @@ class FitResult:
         return self.interval_cycles + sum(f.estimate.fill for f in self.layers)
 
     def utilization(self) -> dict[str, float]:
-        dev = self.board.resources()
-        return {r: (self.totals[r] / dev[r] if dev[r] else (0.0 if self.totals[r] == 0 else math.inf)) for r in RESOURCES}
+        """Share of the device the design needs (required: estimate + error band + platform)."""
+        dev, need = self.board.resources(), self.required
+        return {r: (need[r] / dev[r] if dev[r] else (0.0 if need[r] == 0 else math.inf)) for r in RESOURCES}
 
     def over_budget(self) -> list[str]:
-        return [r for r in RESOURCES if self.totals[r] > self.budget[r]]
+        required = self.required
+        return [r for r in RESOURCES if required[r] > self.budget[r]]
 
     def layer_choices(self) -> dict[str, dict]:
         """IR layer name -> what the backend builds for it (design.json's layer_choices)."""
@@ -285,7 +325,9 @@ class FitResult:
                         "multipliers": f.estimate.multipliers, "dsp": f.estimate.dsp, "bram18": f.estimate.bram18,
                         "lut": f.estimate.lut, "ff": f.estimate.ff, "cycles": f.estimate.cycles, "note": f.note}
                        for f in self.layers],
-            "totals": self.totals, "budget": self.budget, "device": self.board.resources(),
+            "totals": self.totals, "platform": self.platform, "required": self.required,
+            "error_band": {r: ERROR_BAND.get(r) for r in RESOURCES}, "error_band_source": ERROR_BAND_SOURCE,
+            "budget": self.budget, "device": self.board.resources(),
             "utilization": {k: round(v, 4) for k, v in self.utilization().items()},
             "interval_cycles": self.interval_cycles, "latency_cycles": self.latency_cycles,
             "interval_us": self.interval_cycles / self.board.clock_mhz,
@@ -306,13 +348,22 @@ class FitResult:
                          f"{e.multipliers:,} | {e.dsp:,} | {e.bram18:,} | {e.lut:,} | {e.ff:,} | {e.cycles:,} |"
                          + (f" {f.note}" if f.note else ""))
         t, b, d = self.totals, self.budget, self.board.resources()
+        p, q = self.platform or {r: 0 for r in RESOURCES}, self.required
         lines.append(f"| **total** | | | | {t['multipliers']:,} | {t['dsp']:,} | {t['bram18']:,} | {t['lut']:,} | "
                      f"{t['ff']:,} | interval {self.interval_cycles:,} |")
+        lines.append(f"| platform (DMA, interconnect, converters) | | | | | {p.get('dsp', 0):,} | {p.get('bram18', 0):,} | "
+                     f"{p.get('lut', 0):,} | {p.get('ff', 0):,} | |")
+        lines.append(f"| required (total + error band + platform) | | | | | {q['dsp']:,} | {q['bram18']:,} | {q['lut']:,} | "
+                     f"{q['ff']:,} | |")
         lines.append(f"| budget ({self.max_utilization:.0%}) | | | | | {b['dsp']:,} | {b['bram18']:,} | {b['lut']:,} | "
                      f"{b['ff']:,} | latency {self.latency_cycles:,} |")
         lines.append(f"| device | | | | | {d['dsp']:,} | {d['bram18']:,} | {d['lut']:,} | {d['ff']:,} | |")
         over = self.over_budget()
         lines.append("")
+        lines.append("estimates with their measured error: " + ", ".join(
+            f"{r.upper()} {significant(t[r])}" + (f" ±{ERROR_BAND[r]:.0%} ({ERROR_BAND_SOURCE[r]})" if ERROR_BAND.get(r)
+                                                  else " (error not measured)") for r in RESOURCES)
+            + "; platform figures: estimated, not measured")
         lines.append("fits: yes" if not over else f"fits: NO (over budget: {', '.join(over)})")
         return "\n".join(lines)
 
@@ -382,12 +433,29 @@ def layer_options(net: QuantizedNetwork, io_type: str, family: str, strategies: 
     return out
 
 
+def platform_logic(net: QuantizedNetwork, board: Board, io_type: str) -> dict[str, int]:
+    """Resources of the platform around the accelerator on `board` (estimated): the shell's DMA,
+    interconnects and reset (PLATFORM_LOGIC) and the AXI wrapper's float<->fixed converters, one per
+    value of a stream word (io_stream: a pixel's channels in, the output vector out; io_parallel: one)."""
+    base = dict(PLATFORM_LOGIC.get(board.shell, {r: 0 for r in RESOURCES}))
+    out_word = "float" if net.graph.output.type.float_exact(24) else "double"
+    if io_type == "io_stream":
+        n_in = net.graph.input.shape[-1] if len(net.graph.input.shape) == 3 else math.prod(net.graph.input.shape)
+        n_out = math.prod(net.graph.output.shape)
+    else:
+        n_in = n_out = 1
+    base["lut"] += n_in * CONVERTER_LUT["float"] + n_out * CONVERTER_LUT[out_word]
+    base["ff"] += n_in * CONVERTER_FF["float"] + n_out * CONVERTER_FF[out_word]
+    return base
+
+
 def _search(net: QuantizedNetwork, board: Board, io_type: str, max_utilization: float,
             layers_options: list[tuple[Layer, list[Estimate], str]], fixed: dict[str, Estimate]) -> FitResult:
     """The smallest interval whose cheapest configuration fits, then the latency the rest buys."""
     dev = board.resources()
     budget = {r: dev[r] * max_utilization for r in RESOURCES}
     notes = {hls_name(layer): note for layer, _, note in layers_options}
+    platform = platform_logic(net, board, io_type)
 
     def cost(e: Estimate) -> float:
         return sum(getattr(e, r) / budget[r] if budget[r] > 0 else (math.inf if getattr(e, r) else 0.0)
@@ -398,7 +466,7 @@ def _search(net: QuantizedNetwork, board: Board, io_type: str, max_utilization: 
         for layer in net.layers:
             est = choice[hls_name(layer)] if layer.has_weights else fixed[hls_name(layer)]
             fits_layers.append(LayerFit(layer, est, notes.get(hls_name(layer), "")))
-        result = FitResult(board, io_type, max_utilization, fits_layers, fits=False)
+        result = FitResult(board, io_type, max_utilization, fits_layers, fits=False, platform=platform)
         result.fits = not result.over_budget()
         return result
 
