@@ -215,18 +215,21 @@ def _setup_log(run_dir: Path, console) -> logging.Logger:
 @dataclass
 class StageOutcome:
     name: str
-    status: str  # done | skipped | failed
+    status: str  # done | skipped | cached (copied from the stage cache) | failed
     seconds: float
     outputs: dict[str, str]
 
 
 def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = None,
              only: Optional[list[str]] = None, force: bool = False, console=None,
-             show_progress: bool = True) -> list[StageOutcome]:
+             show_progress: bool = True, stage_cache=None) -> list[StageOutcome]:
     """Run the stages of `cfg` in order inside cfg.run_dir(); return what each stage did.
 
     The run directory is locked for the whole call (RunLock): a second run on it stops with
-    the holder's pid. Inputs a stage reads are checked against the manifest's sha256 first."""
+    the holder's pid. Inputs a stage reads are checked against the manifest's sha256 first.
+    `stage_cache` (a folder, default $POTATURA_STAGE_CACHE, see potatura.stagecache): a stage
+    whose input hash another run directory already computed is copied from there ("cached")."""
+    from potatura import stagecache
     from potatura.config import FlowConfig, dump_config
 
     assert isinstance(cfg, FlowConfig)
@@ -246,12 +249,13 @@ def run_flow(cfg, from_stage: Optional[str] = None, to_stage: Optional[str] = No
         outcomes: list[StageOutcome] = []
         start = order.index(from_stage) if from_stage else 0
         thread_setting: dict = {}  # chosen when the first stage runs (a cached run needs none)
+        cache_dir = stagecache.cache_dir_from(stage_cache)
         with Progress(console=console, enabled=show_progress and console is not None) as progress:
             for name in selected:
                 forced = force or (from_stage is not None and order.index(name) >= start)
                 outcomes.append(_run_stage(cfg, stages, name, manifest, run_dir, log, progress, forced,
-                                           thread_setting))
-                if outcomes[-1].status == "done":
+                                           thread_setting, cache_dir))
+                if outcomes[-1].status in ("done", "cached"):
                     _mark_stale_downstream(cfg, name, stages, order, manifest, run_dir, log)
         _write_timings(run_dir, manifest)
     return outcomes
@@ -402,7 +406,8 @@ def _read_records(stage: Stage, manifest: "Manifest") -> Iterator[tuple[str, str
 
 
 def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", run_dir: Path,
-               log: logging.Logger, progress: Progress, forced: bool, thread_setting: dict) -> "StageOutcome":
+               log: logging.Logger, progress: Progress, forced: bool, thread_setting: dict,
+               cache_dir: Optional[Path] = None) -> "StageOutcome":
     """Run (or skip, when cached) one stage and record it in the manifest."""
     stage = stages[name]
     record = manifest.stage(name)
@@ -414,6 +419,14 @@ def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", r
         log.info("stage %s: inputs unchanged, skipped", name)
         return StageOutcome(name, "skipped", 0.0, {k: v["path"] for k, v in record["outputs"].items()})
     verify_inputs(stage, manifest, run_dir)
+    if cache_dir is not None and not forced:
+        from potatura import stagecache
+
+        cached = stagecache.restore(cache_dir, name, input_hash, run_dir)
+        if cached is not None:
+            manifest.set_stage(name, cached)
+            log.info("stage %s: restored from the stage cache (%s)", name, cached["cache"]["key"])
+            return StageOutcome(name, "cached", 0.0, {k: v["path"] for k, v in cached["outputs"].items()})
     if not thread_setting:
         thread_setting.update(threads.choose(cfg))
     thread_record = threads.apply(thread_setting)
@@ -442,6 +455,10 @@ def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", r
         _check_declared_outputs(stage, outputs)
     except BaseException as exc:
         seconds = time.perf_counter() - t0
+        if cache_dir is not None:
+            from potatura import stagecache
+
+            stagecache.release(cache_dir, name, input_hash)  # another process may compute it
         if isinstance(exc, KeyboardInterrupt):
             log.info("stage %s: interrupted after %.1f s; `potatura run` resumes it", name, seconds)
             raise
@@ -474,6 +491,10 @@ def _run_stage(cfg, stages: dict[str, Stage], name: str, manifest: "Manifest", r
     manifest.set_stage(name, {"status": "done", "input_hash": input_hash, "seconds": round(seconds, 3),
                               "started": manifest.stage(name).get("started"), "finished": _now(),
                               "tool_versions": tool_versions(), "outputs": out_records, "threads": thread_record})
+    if cache_dir is not None:
+        from potatura import stagecache
+
+        stagecache.store(cache_dir, name, input_hash, run_dir, manifest.stage(name))
     log.info("stage %s: done in %.1f s", name, seconds)
     return StageOutcome(name, "done", seconds, {k: v["path"] for k, v in out_records.items()})
 
