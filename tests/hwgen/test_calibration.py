@@ -73,3 +73,28 @@ def test_the_budget_counts_the_platform_and_the_error_band(cnn_qonnx):
 
 def test_significant_digits():
     assert (significant(24313), significant(9576), significant(3), significant(0)) == ("24,300", "9,580", "3", "0")
+
+
+def test_estimates_against_hls4mls_published_synthesis_reports():
+    """Check (a): the stored table is the estimator's output today, and every DSP/LUT miss over 25% is explained."""
+    stored = json.loads((Path(__file__).parent / "data" / "hls4ml_resource_baselines.json").read_text())
+    now = calibration.baseline_comparison()
+    assert [c["estimate"] for c in now["cases"]] == [c["estimate"] for c in stored["cases"]]
+    assert [c["report"] for c in stored["cases"]] == [b["report"] for b in calibration.BASELINES]
+    assert len(stored["cases"]) >= 8 and all(c["file"].startswith("test/pytest/baselines/") for c in stored["cases"])
+    within = 0
+    for case in stored["cases"]:
+        for r in ("dsp", "lut"):
+            err = case["error"][r]
+            if err is None:
+                assert case["estimate"][r] == 0  # both zero
+            elif abs(err) <= 0.25:
+                within += 1
+            else:
+                keys = (f"{case['name']}/{case['tool']}/{r}", f"{case['name']}/*/{r}")
+                assert any(k in stored["misses"] for k in keys), (case["name"], case["tool"], r, err)
+    assert within >= 8
+    # the rules calibrated here: max pooling within 2% of Vivado HLS, dense DSPs within 11%
+    vivado = [c for c in stored["cases"] if c["tool"] == "Vivado HLS 2020.1"]
+    assert all(abs(c["error"]["lut"]) <= 0.02 for c in vivado if c["name"].startswith("maxpool"))
+    assert all(abs(c["error"]["dsp"]) <= 0.11 for c in stored["cases"] if c["name"].startswith("dense"))

@@ -195,7 +195,11 @@ def estimate_layer(layer: Layer, io_type: str, family: str, strategy: str | None
     else:
         est = dict(multipliers=0, dsp=0)
         if layer.op == Op.MAXPOOL2D:
-            lut += math.prod(layer.out_shape) * in_bits if io_type == "io_parallel" else channels * in_bits * 3
+            # A max of K window values: K-1 comparators and K-1 multiplexers of the value's width, per
+            # output value (io_parallel: all of them; io_stream: one pixel's channels). Calibrated on
+            # hls4ml's published MaxPooling2D C-synthesis reports (tests/hwgen/data/hls4ml_resource_baselines.json).
+            per_value = (layer.kernel[0] * layer.kernel[1] - 1) * 2 * in_bits
+            lut += (math.prod(layer.out_shape) if io_type == "io_parallel" else channels) * per_value
             if io_type == "io_stream":
                 for _ in range(layer.kernel[0] - 1):
                     mem = _memory(in_bits, w * channels)
