@@ -48,7 +48,7 @@ import numpy as np
 
 from potatura import __version__
 from potatura.deploy import bundle as bundles
-from potatura.deploy.driver import Driver, PynqDevice
+from potatura.deploy.driver import Driver, PynqDevice, make_driver
 from potatura.deploy.errors import (
     AuthError, BundleError, BundleTooLargeError, BusyError, DeployError, InputError, NotLoadedError)
 
@@ -178,7 +178,7 @@ class AgentCore:
         try:
             manifest = bundles.verify_bundle(path)
             device = self.device_factory(path, manifest)
-            driver = Driver(device, manifest)
+            driver = make_driver(device, manifest, path)
             self.bundle_id, self.bundle_dir, self.manifest = bundle_id, path, manifest
             self.device, self.driver, self.load_error = device, driver, None
             if self.faults is not None and hasattr(device, "faults"):
@@ -409,7 +409,7 @@ def _oneshot(args) -> int:
     core = AgentCore(args.state or bundle_dir.parent / ".agent-oneshot", emulated=args.emulated)
     device = core.device_factory(bundle_dir, manifest)
     core.bundle_id, core.bundle_dir, core.manifest = "local", bundle_dir, manifest
-    core.device, core.driver = device, Driver(device, manifest)
+    core.device, core.driver = device, make_driver(device, manifest, bundle_dir)
     if args.mode == "validate":
         result = core.validate()
     elif args.mode == "throughput":

@@ -146,6 +146,25 @@ class HlsControl:
             time.sleep(1e-4)
 
 
+def check_codes(name: str, codes, shape: tuple, min_code: int, max_code: int) -> np.ndarray:
+    """(N, *shape) int64 codes (one sample of `shape` gets a batch axis); InputError for a wrong shape,
+    values that are not whole, or codes outside [min_code, max_code]."""
+    codes = np.asarray(codes)
+    if codes.ndim == len(shape):
+        codes = codes[None]
+    if tuple(codes.shape[1:]) != tuple(shape):
+        raise InputError(f"{name}: codes of shape {list(codes.shape)}, the accelerator takes "
+                         f"(N, {', '.join(map(str, shape))})")
+    if codes.dtype.kind not in "iu":
+        if codes.dtype.kind != "f" or not np.all(np.isfinite(codes)) or np.any(codes != np.round(codes)):
+            raise InputError(f"{name}: integer codes expected, got {codes.dtype} values that are not whole")
+    codes = codes.astype(np.int64)
+    if codes.size and (codes.min() < min_code or codes.max() > max_code):
+        raise InputError(f"{name}: codes in [{codes.min()}, {codes.max()}] outside the type's "
+                         f"[{min_code}, {max_code}]")
+    return codes
+
+
 class TensorCodec:
     """Integer codes <-> AXI-stream words for one tensor of the manifest.
 
@@ -170,20 +189,7 @@ class TensorCodec:
         return self.size * self.wire_dtype.itemsize
 
     def check_codes(self, codes) -> np.ndarray:
-        codes = np.asarray(codes)
-        if codes.ndim == len(self.shape):
-            codes = codes[None]
-        if tuple(codes.shape[1:]) != self.shape:
-            raise InputError(f"{self.name}: codes of shape {list(codes.shape)}, the accelerator takes "
-                             f"(N, {', '.join(map(str, self.shape))})")
-        if codes.dtype.kind not in "iu":
-            if codes.dtype.kind != "f" or not np.all(np.isfinite(codes)) or np.any(codes != np.round(codes)):
-                raise InputError(f"{self.name}: integer codes expected, got {codes.dtype} values that are not whole")
-        codes = codes.astype(np.int64)
-        if codes.size and (codes.min() < self.min_code or codes.max() > self.max_code):
-            raise InputError(f"{self.name}: codes in [{codes.min()}, {codes.max()}] outside the type's "
-                             f"[{self.min_code}, {self.max_code}]")
-        return codes
+        return check_codes(self.name, codes, self.shape, self.min_code, self.max_code)
 
     def encode_into(self, codes: np.ndarray, words: np.ndarray) -> None:
         """Write the exact values of `codes` (N, *shape) into the first N*size words of `words`."""
@@ -301,6 +307,21 @@ class Driver:
         return y, timing
 
 
+PROTOCOLS = ("axi-stream-dma", "memory-mapped-engine")
+
+
+def make_driver(device, manifest: dict, bundle_dir):
+    """The driver of a bundle's protocol (manifest "protocol"; bundles without one are AXI-stream DMA)."""
+    protocol = manifest.get("protocol", "axi-stream-dma")
+    if protocol == "memory-mapped-engine":
+        from potatura.deploy.engine import EngineDriver
+
+        return EngineDriver(device, manifest, bundle_dir)
+    if protocol != "axi-stream-dma":
+        raise DeployError(f"bundle protocol {protocol!r}: this driver knows {', '.join(PROTOCOLS)}")
+    return Driver(device, manifest)
+
+
 def fill_zynq7000_clocks(description) -> None:
     """pynq 4.0's metadata parser leaves Zynq-7000 PL clock frequencies empty (download() then fails):
     take them from the PS7's PCW_ACT_FPGA{n}_PERIPHERAL_FREQMHZ parameters."""
@@ -354,6 +375,10 @@ class PynqDevice:
         if self._device is not None:
             return self._pynq.allocate(shape=shape, dtype=dtype, target=self._device)
         return self._pynq.allocate(shape=shape, dtype=dtype)
+
+    def reset_pl(self) -> None:
+        """Reset the programmable logic by downloading the overlay again (recovers a hung HLS core)."""
+        self.overlay.download()
 
     def now(self) -> float:
         return time.perf_counter()

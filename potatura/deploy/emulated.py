@@ -169,14 +169,15 @@ class _Batch:
     hang: bool = False
 
 
-class EmulatedBoard:
-    """The device interface over an emulated Zynq: DDR, one AXI DMA, the accelerator (potatura's simulator).
-
-    accelerator: a potatura.sim.api.Accelerator (run(codes) -> codes, cycles(batch) -> CycleReport).
-    manifest: the bundle manifest (IP names and addresses, tensors and their wire words, clock).
-    """
+class _EmulatedZynq:
+    """The device interface parts every emulated board shares: IP windows, DDR buffers, the virtual clock.
+    Subclasses set ip_map {name: (base, range)}, ddr, clock_hz, _cycle and implement read/write(address)."""
 
     timing_source = "emulated"
+    ip_map: dict
+    ddr: Ddr
+    clock_hz: float
+    _cycle: int
 
     def __init__(self, accelerator, manifest: dict, ddr: Optional[Ddr] = None):
         self.acc, self.manifest = accelerator, manifest
@@ -185,6 +186,34 @@ class EmulatedBoard:
         self.clock_hz = float(manifest["clock_mhz"]) * 1e6
         self._cycle = 0
         self._lock = threading.RLock()
+
+    def ip_address(self, name: str):
+        if name not in self.ip_map:
+            raise DeployError(f"emulated board: no IP {name!r}; it has {sorted(self.ip_map)}")
+        return self.ip_map[name]
+
+    def mmio(self, base: int, size: int) -> "_Window":
+        return _Window(self, base, size)
+
+    def allocate(self, shape, dtype) -> EmulatedBuffer:
+        return self.ddr.allocate(shape, dtype)
+
+    def now(self) -> float:
+        return self._cycle / self.clock_hz
+
+    def cycles(self) -> int:
+        return self._cycle
+
+
+class EmulatedBoard(_EmulatedZynq):
+    """The device interface over an emulated Zynq: DDR, one AXI DMA, the accelerator (potatura's simulator).
+
+    accelerator: a potatura.sim.api.Accelerator (run(codes) -> codes, cycles(batch) -> CycleReport).
+    manifest: the bundle manifest (IP names and addresses, tensors and their wire words, clock).
+    """
+
+    def __init__(self, accelerator, manifest: dict, ddr: Optional[Ddr] = None):
+        super().__init__(accelerator, manifest, ddr)
         ip = manifest["ip"]
         self.ip_map = {ip["dma"]["name"]: (int(ip["dma"]["phys_addr"]), int(ip["dma"]["addr_range"]))}
         accel = ip["accelerator"]
@@ -203,25 +232,10 @@ class EmulatedBoard:
         """The emulated board of a bundle: its simulator design (emulation/) behind its manifest's registers."""
         from potatura.sim.api import load_project
 
-        return cls(load_project(Path(bundle_dir) / manifest["emulation"]["dir"]), manifest)
-
-    # -- the device interface -------------------------------------------------------------
-    def ip_address(self, name: str):
-        if name not in self.ip_map:
-            raise DeployError(f"emulated board: no IP {name!r}; it has {sorted(self.ip_map)}")
-        return self.ip_map[name]
-
-    def mmio(self, base: int, size: int) -> "_Window":
-        return _Window(self, base, size)
-
-    def allocate(self, shape, dtype) -> EmulatedBuffer:
-        return self.ddr.allocate(shape, dtype)
-
-    def now(self) -> float:
-        return self._cycle / self.clock_hz
-
-    def cycles(self) -> int:
-        return self._cycle
+        acc = load_project(Path(bundle_dir) / manifest["emulation"]["dir"])
+        if manifest.get("protocol") == "memory-mapped-engine":
+            return EmulatedEngineBoard(acc, manifest)
+        return cls(acc, manifest)
 
     # -- the bus ------------------------------------------------------------------------
     def read(self, address: int) -> int:
@@ -370,6 +384,165 @@ class EmulatedBoard:
         if self._ctrl:
             self._ctrl &= ~drv.AP_IDLE
             self._kick()
+
+
+class EmulatedEngineBoard(_EmulatedZynq):
+    """The device interface over an emulated Zynq whose PL holds a memory-mapped engine (HLSinf-style).
+
+    The engine is an HLS core with ap_ctrl_hs at 0x00 and its arguments in AXI-Lite registers from
+    0x10 (manifest ip.engine.registers). On ap_start it decodes its arguments, reads its filters and
+    biases from DDR at the addresses the driver wrote and identifies the plan's kernel call they
+    make (the emulation computes the design's calls only: arguments or weights that match none are
+    a DeployError naming them), reads the call's input (and residual) tensor from DDR at act_in
+    (act_add), computes the call with the simulator's per-call step (HlsinfAccelerator.call_outputs:
+    the functional model, bit-exact with the engine's C simulation) and, when the CPU sees ap_done,
+    has written the call's output rows into DDR at act_out. The virtual clock advances by the
+    simulator's cycles for that call (HlsinfAccelerator.call_timing).
+
+    Faults: hang (the next call never finishes; reset_pl(), a reload of the overlay, clears it),
+    flip_bit {element, bit} (one bit of one code of the next call that writes the network's output),
+    an m_axi address outside DDR hangs the engine (a real core stalls on a decode error). DMA faults
+    do not apply: there is no DMA.
+    """
+
+    def __init__(self, accelerator, manifest: dict, ddr: Optional[Ddr] = None):
+        from potatura.hwgen.hlsinf.planner import unpack_activations, pack_activations
+
+        self._unpack, self._pack = unpack_activations, pack_activations
+        super().__init__(accelerator, manifest, ddr)
+        ip = manifest["ip"]["engine"]
+        self.ip_map = {ip["name"]: (int(ip["phys_addr"]), int(ip["addr_range"]))}
+        self.registers = ip["registers"]
+        self.pointer_args, self.call_args = ip["pointer_args"], ip["call_args"]
+        plan = accelerator.plan
+        self.plan, self.cpi = plan, plan.engine.cpi
+        self.words = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
+        self.timing = accelerator.call_timing()
+        self._regs: dict[int, int] = {}
+        self._ctrl = drv.AP_IDLE
+        self._pending: Optional[dict] = None
+        self.batches = 0  # samples whose output call completed
+        self.calls = 0
+
+    def reset_pl(self) -> None:
+        """What reloading the overlay does to the engine: idle, nothing pending, registers cleared."""
+        with self._lock:
+            self._regs, self._pending, self._ctrl = {}, None, drv.AP_IDLE
+
+    # -- the bus ------------------------------------------------------------------------
+    def _offset(self, address: int) -> int:
+        base, size = next(iter(self.ip_map.values()))
+        if not base <= address < base + size:
+            raise DeployError(f"emulated board: access to unmapped address 0x{address:x}")
+        return address - base
+
+    def read(self, address: int) -> int:
+        with self._lock:
+            offset = self._offset(address)
+            if offset != drv.CTRL:
+                return self._regs.get(offset, 0)
+            pending = self._pending
+            if pending is None:
+                value = self._ctrl
+                self._ctrl &= ~drv.AP_DONE  # ap_done is clear-on-read
+                return value
+            if pending["hang"]:
+                return 0  # busy: not done, not idle
+            # The CPU polling ap_done waits for the engine: the virtual clock jumps to the call's end.
+            self._cycle = max(self._cycle, pending["done_at"])
+            self.ddr.write(pending["address"], pending["data"])
+            self._pending = None
+            self.calls += 1
+            if pending["last"]:
+                self.batches += 1
+            self._ctrl = drv.AP_IDLE
+            return drv.AP_DONE | drv.AP_IDLE
+
+    def write(self, address: int, value: int) -> None:
+        with self._lock:
+            offset, value = self._offset(address), int(value) & 0xFFFFFFFF
+            if offset != drv.CTRL:
+                self._regs[offset] = value
+            elif value & drv.AP_START and self._pending is None:  # ap_start while busy is ignored
+                self._ctrl &= ~(drv.AP_IDLE | drv.AP_DONE)
+                self._start()
+
+    # -- the engine ---------------------------------------------------------------------
+    def _argument(self, name: str) -> int:
+        reg = self.registers[name]
+        offset, bits = int(reg["offset"]), int(reg["bits"])
+        value = self._regs.get(offset, 0) | ((self._regs.get(offset + 4, 0) << 32) if bits == 64 else 0)
+        if reg.get("signed") and value >= 1 << (bits - 1):
+            value -= 1 << bits
+        return value
+
+    def _read_words(self, address: int, count: int, bits: int) -> Optional[np.ndarray]:
+        nbytes = count * bits // 8
+        if not self.ddr.contains(address, nbytes):
+            return None
+        return np.frombuffer(self.ddr.read(address, nbytes), dtype=self.words[bits]).astype(np.int64)
+
+    def _find_call(self, args: list[int], pointers: dict) -> int:
+        """The index of the plan's call these arguments and the weights in DDR make."""
+        e = self.plan.engine
+        packed = self.acc.packed_weights()
+        same_args = [i for i, c in enumerate(self.plan.calls) if c.args() == args]
+        if not same_args:
+            raise DeployError(f"emulated engine: arguments {args} match no kernel call of the design's plan (the "
+                              "emulated board computes the calls of the bundle's design only)")
+        for i in same_args:
+            p = packed[self.plan.calls[i].filters]
+            filters = self._read_words(pointers["filters"], p.filters.size, e.weight_bits)
+            bias = self._read_words(pointers["bias"], p.bias.size, e.acc_bits)
+            if filters is not None and bias is not None and np.array_equal(filters, p.filters.reshape(-1)) \
+                    and np.array_equal(bias, p.bias.reshape(-1)):
+                return i
+        layers = sorted({self.plan.calls[i].layer for i in same_args})
+        raise DeployError(f"emulated engine: the filters at 0x{pointers['filters']:x} / bias at 0x{pointers['bias']:x} "
+                          f"are not the packed weights of layer(s) {', '.join(layers)} that these arguments run")
+
+    def _start(self) -> None:
+        args = [self._argument(n) for n in self.call_args]
+        pointers = {n: self._argument(n) for n in self.pointer_args}
+        index = self._find_call(args, pointers)
+        call = self.plan.calls[index]
+        start = self._cycle
+        if self.faults.take("hang"):
+            self._pending = {"hang": True}
+            return
+        data_bits = self.plan.engine.data_bits
+
+        def read_tensor(name: str) -> np.ndarray:
+            address = pointers["act_in"] if name == call.input else pointers["act_add"]
+            t = self.plan.tensors[name]
+            words = self._read_words(address, t.words(self.cpi), data_bits)
+            if words is None:
+                raise _AxiDecodeError(name)
+            return self._unpack(words, t, self.cpi)
+
+        t = self.plan.tensors[call.output]
+        current = self._read_words(pointers["act_out"], t.words(self.cpi), data_bits)
+        try:
+            rows = self.acc.call_outputs(call, read_tensor)
+        except _AxiDecodeError:
+            current = None
+        if current is None:  # an m_axi read or write outside DDR: the core stalls on the decode error
+            self._pending = {"hang": True}
+            return
+        last = call.output == self.plan.output and call.frame == call.frames - 1
+        if call.output == self.plan.output and self.faults.flip_bit and self.faults.take("flip_bit"):
+            flip = self.faults.flip_bit
+            flat = rows.reshape(-1)
+            flat[flip["element"] % flat.size] ^= 1 << flip["bit"]
+        full = self._unpack(current, t, self.cpi).copy()
+        full[call.out_row0:call.out_row0 + call.out_rows] = rows
+        words = self._pack(full, self.cpi).astype(self.words[data_bits])
+        self._pending = {"hang": False, "done_at": start + int(self.timing[index]["cycles"]),
+                         "address": pointers["act_out"], "data": words.tobytes(), "last": last}
+
+
+class _AxiDecodeError(Exception):
+    """An engine memory access outside DDR (internal to the emulated engine)."""
 
 
 class _Window:

@@ -34,7 +34,9 @@ def hwgen_projects(hwgen_dir: Path) -> list[dict]:
 
 
 def deployable(projects: list[dict]) -> tuple[list[dict], list[str]]:
+    """(projects a bundle can be written for, "<board>/<backend>: reason" for each one skipped)."""
     from potatura.boards.catalog import get_board
+    from potatura.deploy.writer import bundle_protocol
 
     chosen, skipped = [], []
     for p in projects:
@@ -43,7 +45,11 @@ def deployable(projects: list[dict]) -> tuple[list[dict], list[str]]:
         elif not get_board(p["board"]).is_zynq:
             skipped.append(f"{p['board']}/{p['backend']}: XRT card (the PYNQ bundle targets Zynq boards)")
         else:
-            chosen.append(p)
+            protocol, reason = bundle_protocol(p["path"])
+            if protocol is None:
+                skipped.append(f"{p['board']}/{p['backend']}: {reason}")
+            else:
+                chosen.append(p)
     return chosen, skipped
 
 
@@ -61,8 +67,10 @@ def run_deploy(cfg, projects: list[dict], golden_path: Path, out_dir: Path, log=
 
     out_dir = Path(out_dir)
     chosen, skipped = deployable(projects)
-    if not chosen:
-        raise DataError("deploy: no hwgen project to deploy (" + ("; ".join(skipped) or "none") + ")")
+    if not projects:
+        raise DataError("deploy: the hwgen stage wrote no project")
+    if log and not chosen:
+        log.warning("deploy: nothing to deploy (%s)", "; ".join(skipped))
     client = stop = None
     if cfg.target == "board":
         if not cfg.url:
@@ -158,7 +166,11 @@ def headline(stage_dir: Path) -> Optional[str]:
     path = stage_dir / "report.json"
     if not path.is_file():
         return None
-    return "; ".join(_line(r) for r in read_json(path)["results"])
+    report = read_json(path)
+    lines = [_line(r) for r in report["results"]]
+    if not lines:
+        return "nothing deployed: " + "; ".join(f"skipped {s}" for s in report["skipped"])
+    return "; ".join(lines)
 
 
 STAGE = Stage(

@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import math
 
-from potatura.hw.ir import Design
-from potatura.hwgen.hlsinf.planner import Plan, call_ddr_bytes
+from collections.abc import Callable
+
+import numpy as np
+
+from potatura.hw.ir import Design, Op
+from potatura.hwgen.hlsinf.planner import KernelCall, Plan, call_ddr_bytes, plan_graph
 from potatura.sim.api import Accelerator, CycleReport
 from potatura.sim.errors import SimError
 
@@ -90,6 +94,44 @@ class HlsinfAccelerator(Accelerator):
                       "ddr_bytes": t["bytes"], "i_iter": t["i_iter"], "o_iter": t["o_iter"]} for t in timing]
         return HlsinfCycleReport(latency, latency, latency * batch, self.clock_mhz, batch, per_layer, [], self.dma(),
                                  "hlsinf (layer by layer from DDR)")
+
+    # --- one call at a time (the emulated board's engine) ---
+    def packed_weights(self) -> dict:
+        """Packed filters and biases per layer, from the planner's packer on the design's graph (cached)."""
+        if not hasattr(self, "_packed"):
+            self._packed = plan_graph(self.graph, self.plan.engine, pack=True).weights
+        return self._packed
+
+    def call_outputs(self, call: KernelCall, read_tensor: Callable[[str], np.ndarray]) -> np.ndarray:
+        """The codes one kernel call writes: rows out_row0 .. out_row0+out_rows of its output tensor,
+        (out_rows, out_w, C) int64 (a vector: (1, 1, n)).
+
+        read_tensor(name) -> (H, W, C) codes of a plan tensor as it lies in memory now (the call's input
+        and residual). The fused layers run on the functional model (potatura.sim.functional, the same
+        reference ops as `run`); a FLATTEN between a tensor and a dense layer is evaluated as a view."""
+        from potatura.sim.functional import run_layer
+
+        graph = self.graph
+        values: dict[str, np.ndarray] = {}
+
+        def value(name: str) -> np.ndarray:
+            if name not in values:
+                layer = graph.layer(name)
+                if name in self.plan.tensors and name not in call.fused:
+                    values[name] = np.asarray(read_tensor(name), dtype=np.int64).reshape(1, *layer.out_shape)
+                elif layer.op == Op.FLATTEN:
+                    values[name] = run_layer(layer, [value(layer.inputs[0])], [graph.layer(layer.inputs[0]).result_type])
+                else:
+                    raise SimError(f"sim: call of {call.layer} needs {name!r}, which is neither in memory nor fused")
+            return values[name]
+
+        for name in call.fused:
+            layer = graph.layer(name)
+            values[name] = run_layer(layer, [value(p) for p in layer.inputs],
+                                     [graph.layer(p).result_type for p in layer.inputs])
+        t = self.plan.tensors[call.output]
+        out = np.asarray(values[call.output], dtype=np.int64).reshape(t.h, t.w, t.c)
+        return out[call.out_row0:call.out_row0 + call.out_rows]
 
     def size_fifos(self, samples: int = 0) -> dict[str, int]:
         return {}  # no FIFOs between layers: every tensor goes through DDR

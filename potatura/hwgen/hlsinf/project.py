@@ -17,6 +17,8 @@ Layout of out_dir (hwgen/<board>/hlsinf/ in a run):
     fit_report.md/json       engine, estimated resources, calls with I_ITER/O_ITER/frames/cycles
     csim.json                C simulation vs the QONNX reference (simulated)
     design.json              the IR graph and the backend's choices (potatura.hw.ir.save_design)
+    manifest.json            what the deploy bundle writer reads: board, protocol "memory-mapped-engine",
+                             the engine IP (ap_ctrl_hs, AXI-Lite register map, m_axi ports), plan/weights files
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ from potatura.hwgen.hlsinf.csim import TEMPLATES, compile_engine, compile_flags,
 from potatura.hwgen.hlsinf.fitter import HlsinfFit, fit_engine
 
 BACKEND = "hlsinf"
+PROJECT_NAME = "hlsinf"
+# hlsinf_top's arguments in declaration order (templates/hlsinf/hlsinf_top.cpp): the m_axi pointers, then the
+# run-time arguments in the order of planner.KernelCall.args(); bits of each AXI-Lite data register.
+POINTER_ARGS = ("act_in", "filters", "bias", "act_add", "act_out")
+CALL_ARGS = ("I", "O", "H", "W", "in_row0", "in_rows", "pt", "pb", "pl", "pr", "out_h", "out_w", "out_row0", "relu",
+             "shift", "rounding", "clip_lo", "clip_hi", "pool", "add", "add_shift_main", "add_shift_skip", "relu2",
+             "shift2", "rounding2", "clip2_lo", "clip2_hi")
+WIDE_ARGS = ("clip_lo", "clip_hi", "clip2_lo", "clip2_hi")  # long long
 WORD_DTYPES = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
 
 
@@ -136,7 +146,37 @@ def write_project(graph: Graph, board: Board, fit: HlsinfFit, out_dir: Path) -> 
             (project / "weights" / f"{i}_filters.bin").write_bytes(p.filters.astype(WORD_DTYPES[e.weight_bits]).tobytes())
             (project / "weights" / f"{i}_bias.bin").write_bytes(p.bias.astype(WORD_DTYPES[e.acc_bits]).tobytes())
     write_text(project / "BUILD.md", _build_md(board, fit))
+    write_json(Path(out_dir) / "manifest.json", _manifest(board, fit))
     return project
+
+
+def register_map() -> dict[str, dict]:
+    """The engine's AXI-Lite registers as HLS lays out an s_axilite bundle: ap_ctrl_hs at 0x00 (GIE 0x04,
+    IER 0x08, ISR 0x0C), then each argument in declaration order from 0x10, a 32-bit one in 8 bytes (data,
+    reserved), a 64-bit one (pointers with m_axi_addr64, long long) in 12 (low, high, reserved). After a
+    build the overlay's .hwh is authoritative (pynq's register_map reads it)."""
+    regs, offset = {}, 0x10
+    for name in (*POINTER_ARGS, *CALL_ARGS):
+        bits = 64 if name in POINTER_ARGS or name in WIDE_ARGS else 32
+        regs[name] = {"offset": offset, "bits": bits, "signed": name not in POINTER_ARGS}
+        offset += 8 if bits == 32 else 12
+    return regs
+
+
+def _manifest(board: Board, fit: HlsinfFit) -> dict:
+    """manifest.json of the project: what the deploy bundle writer needs to drive the engine."""
+    return {"format": "potatura-hwgen-project/1", "backend": BACKEND, "project_name": PROJECT_NAME,
+            "board": board.name, "part": board.part, "clock_mhz": board.clock_mhz,
+            "protocol": "memory-mapped-engine" if board.is_zynq else "xrt-kernel",
+            "engine": {"ip": "hlsinf_0", "vlnv": "xilinx.com:hls:hlsinf_top:1.0", "control": "ap_ctrl_hs",
+                       "registers": register_map(), "pointer_args": list(POINTER_ARGS), "call_args": list(CALL_ARGS),
+                       "m_axi": {p: {"bundle": b, "port": fit.ports.get(b.replace("gmem_", ""))}
+                                 for p, b in (("act_in", "gmem_in"), ("filters", "gmem_weights"),
+                                              ("bias", "gmem_weights"), ("act_add", "gmem_add"),
+                                              ("act_out", "gmem_out"))},
+                       "config": fit.engine.to_dict()},
+            "plan": "project/plan.json", "weights": "project/engine_weights.npz",
+            "overlay": f"project/overlay/{PROJECT_NAME}.bit"}
 
 
 def _build_md(board: Board, fit: HlsinfFit) -> str:
