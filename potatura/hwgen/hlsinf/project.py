@@ -110,7 +110,9 @@ def write_project(graph: Graph, board: Board, fit: HlsinfFit, out_dir: Path) -> 
     for name in ("hlsinf_top.cpp", "engine_params.h"):
         write_text(project / "src" / name, _render(name, values))
     write_text(project / "hls.tcl", _render("hls.tcl", values))
-    write_json(project / "plan.json", plan.to_dict())
+    # the argument values of every call, in hlsinf_top's order (the drivers write them as they are)
+    write_json(project / "plan.json", {**plan.to_dict(), "call_args": {"names": list(CALL_ARGS),
+                                                                       "values": [c.args() for c in plan.calls]}})
     arrays = {}
     for name, packed in plan.weights.items():
         arrays[f"{name}/filters"] = packed.filters
@@ -122,7 +124,7 @@ def write_project(graph: Graph, board: Board, fit: HlsinfFit, out_dir: Path) -> 
     if board.is_zynq:
         write_text(project / "Makefile", _render("Makefile.zynq", values))
         write_text(project / "build_overlay.tcl", _render("build_overlay.tcl", values))
-        write_text(project / "driver" / "hlsinf_driver.py", (TEMPLATES / "hlsinf_driver.py").read_text())
+        write_text(project / "driver" / "hlsinf_driver.py", _render("hlsinf_driver.py", {"CALL_ARGS": repr(CALL_ARGS)}))
     else:
         bank = "HBM" if "HBM" in board.memory_type.upper() else "DDR"
         ports = ("act_in", "filters", "bias", "act_add", "act_out")

@@ -19,11 +19,8 @@ from pathlib import Path
 import numpy as np
 
 DTYPES = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
-ARGS = ("I", "O", "H", "W", "in_row0", "in_rows", "pt", "pb", "pl", "pr", "out_h", "out_w", "out_row0", "relu",
-        "shift", "rounding", "clip_lo", "clip_hi", "pool", "add", "add_shift_main", "add_shift_skip", "relu2", "shift2",
-        "rounding2", "clip2_lo", "clip2_hi")
-ROUNDINGS = {"TRN": 0, "RND_CONV": 1}
-POOL_MODES = {"none": 0, "max": 1, "stride2": 2}
+# hlsinf_top's run-time arguments, in the order of each call's "args" in plan.json (call_args.values)
+ARGS = @@CALL_ARGS@@
 
 
 def pack_ghwc(x, cpi):
@@ -68,7 +65,7 @@ class HlsinfDriver:
                 b.flush()
                 self.weights[name] = (f, b)
 
-    def _call(self, call):
+    def _call(self, call, values):
         regs = self.ip.register_map
         regs.act_in = self.buffers[call["input"]].physical_address
         regs.act_out = self.buffers[call["output"]].physical_address
@@ -76,12 +73,6 @@ class HlsinfDriver:
         regs.act_add = self.buffers[call.get("add_input") or call["output"]].physical_address
         f, b = self.weights[call["filters"]]
         regs.filters, regs.bias = f.physical_address, b.physical_address
-        top, left, bottom, right = call["pads"]
-        values = [call["i"], call["o"], call["in_h"], call["w"], call["in_row0"], call["in_rows"], top, bottom, left,
-                  right, call["out_h"], call["out_w"], call["out_row0"], int(call["relu"]), call["shift"],
-                  ROUNDINGS[call["rounding"]], call["clip"][0], call["clip"][1], POOL_MODES[call["pool"]],
-                  int(call.get("add_input") is not None), call["add_shifts"][0], call["add_shifts"][1],
-                  int(call["relu2"]), call["shift2"], ROUNDINGS[call["rounding2"]], call["clip2"][0], call["clip2"][1]]
         for name, value in zip(ARGS, values):
             setattr(regs, name, int(value) & (0xFFFFFFFFFFFFFFFF if name.startswith("clip") else 0xFFFFFFFF))
         self.ip.write(0x00, 1)  # ap_start
@@ -101,8 +92,8 @@ class HlsinfDriver:
             self.buffers[self.plan["input"]][:] = pack_ghwc(sample.reshape(t_in["h"], t_in["w"], t_in["c"]), self.cpi)
             for buf in self.buffers.values():
                 buf.flush()
-            for call in self.plan["calls"]:
-                self._call(call)
+            for call, values in zip(self.plan["calls"], self.plan["call_args"]["values"]):
+                self._call(call, values)
             self.buffers[self.plan["output"]].invalidate()
             out.append(unpack_ghwc(self.buffers[self.plan["output"]], t_out, self.cpi).astype(np.int64))
         return np.stack(out)
