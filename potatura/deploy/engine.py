@@ -108,14 +108,17 @@ class EngineDriver:
         for name, value in zip(self.call_args, call["args"]):
             self._write(name, value)
         self.regs.write(CTRL, AP_START)
-        deadline_s = min(self.call_deadline(call), max(0.0, end - time.monotonic()))
+        own = self.call_deadline(call)
+        left = max(0.0, end - time.monotonic())
+        deadline_s = min(own, left)
         limit = time.monotonic() + deadline_s
         polls = 0
         while not int(self.regs.read(CTRL)) & AP_DONE:  # ap_done clears on read
             if time.monotonic() > limit:
+                which = "its deadline" if own <= left else "what was left of the request's deadline"
                 raise AcceleratorHangError(
                     f"{self.name}: call of layer {call['layer']} frame {call['frame']} did not finish within "
-                    f"{deadline_s:g} s (CTRL 0x{int(self.regs.read(CTRL)):02x}): the engine hangs")
+                    f"{deadline_s:g} s ({which}; CTRL 0x{int(self.regs.read(CTRL)):02x}): the engine hangs")
             polls += 1
             if polls > 1000:  # spin for the short calls, then yield the CPU
                 time.sleep(5e-5)
