@@ -8,7 +8,6 @@ runner resumes the run directory from the stage that was running (training from 
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import socket
@@ -152,10 +151,7 @@ def run_trial(spec: dict) -> dict:
     try:
         cfg = validate_config(spec["flow"], f"trial {number}")
         run_dir = cfg.run_dir().resolve()
-        kwargs = {}
-        if spec.get("stage_cache") and "stage_cache" in inspect.signature(run_flow).parameters:
-            kwargs["stage_cache"] = spec["stage_cache"]
-        run_flow(cfg, show_progress=False, **kwargs)
+        run_flow(cfg, show_progress=False, stage_cache=spec.get("stage_cache"))
     except PotaturaError as exc:
         result.update(status="failed", reason=_first_line(exc))
     except Exception as exc:  # a bug or a numerical failure in a stage: recorded, the sweep goes on
