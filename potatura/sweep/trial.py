@@ -124,6 +124,23 @@ def collect_metrics(run_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return metrics, sources
 
 
+def wait_for_run_dir(run_dir: Path) -> None:
+    """Wait while another process runs this trial's flow (the runner's flock on <run>/.lock).
+
+    After a driver was killed, its trial may still be running on a remote worker when --resume
+    submits it again: the new attempt waits for it, then finds its stages done or resumes them."""
+    import fcntl
+
+    lock = run_dir / ".lock"
+    if not lock.is_file():
+        return
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)  # closing releases it
+
+
 def run_trial(spec: dict) -> dict:
     """Run trial spec["number"]: its flow (spec["flow"], a flow mapping) with the stage cache.
 
@@ -151,6 +168,7 @@ def run_trial(spec: dict) -> dict:
     try:
         cfg = validate_config(spec["flow"], f"trial {number}")
         run_dir = cfg.run_dir().resolve()
+        wait_for_run_dir(run_dir)
         run_flow(cfg, show_progress=False, stage_cache=spec.get("stage_cache"))
     except PotaturaError as exc:
         result.update(status="failed", reason=_first_line(exc))

@@ -1,0 +1,58 @@
+"""One trial without Dask: the metrics of a flow with hwgen and sim, and waiting for a run directory in use."""
+
+import subprocess
+import sys
+
+from potatura.artifacts import read_json
+from potatura.sweep.trial import run_trial, wait_for_run_dir
+
+FLOW = {"stages": ["train", "simplify", "quant", "hwgen", "sim"],
+        "model": {"name": "lenet300", "options": {"hidden": [24, 12]}},
+        "train": {"method": "serene", "epochs": 2, "preset": "off", "pwe": 1, "finetune_epochs": 0},
+        "quant": {"calibration_samples": 128, "weight_bits": 6, "act_bits": 6},
+        "hwgen": {"csim": False, "boards": ["ultra96-v2"]}}
+
+
+def test_trial_metrics_come_from_quant_hwgen_fit_and_the_simulator(tmp_path):
+    result = run_trial({"number": 3, "flow": dict(FLOW, name="3", runs_dir=str(tmp_path)), "stage_cache": None,
+                        "threads": 1})
+    assert result["status"] == "complete", result.get("reason")
+    run = tmp_path / "3"
+    m, src = result["metrics"], result["sources"]
+    quant = read_json(run / "quant" / "summary.json")
+    assert m["accuracy"] == quant["accuracy"]["test"]["quantized"] and src["accuracy"].startswith("measured")
+    assert m["weight_bytes"] == quant["weights"]["nonzero_bytes_at_bit_width"]
+    project = next(p for p in read_json(run / "hwgen" / "index.json") if p["board"] == "ultra96-v2")
+    fit = read_json(run / project["path"] / "fit_report.json")
+    assert (m["board"], m["backend"], m["fits"]) == ("ultra96-v2", "hls4ml", True)
+    assert m["lut_fraction"] == fit["utilization"]["lut"] and m["max_fraction"] == max(fit["utilization"][r] for r in ("lut", "ff", "dsp", "bram18"))
+    sim = read_json(run / "sim" / "ultra96-v2" / "hls4ml" / "report.json")["cycles"]
+    assert m["latency_cycles"] == sim["latency_cycles"] > 0 and src["latency_cycles"] == "simulated (sim stage)"
+    assert m["latency_us"] == sim["latency_cycles"] / sim["clock_mhz"]
+    assert set(result["stages"]) == set(FLOW["stages"]) and not any(s["cached"] for s in result["stages"].values())
+
+
+def test_a_bad_trial_is_a_result_not_an_exception(tmp_path):
+    result = run_trial({"number": 0, "flow": dict(FLOW, name="0", runs_dir=str(tmp_path), hwgen={"boards": ["nope"]}),
+                        "stage_cache": None, "threads": 1})
+    assert result["status"] == "failed" and "unknown board(s) 'nope'" in result["reason"]
+
+
+def test_wait_for_run_dir_waits_for_the_runner_lock(tmp_path):
+    wait_for_run_dir(tmp_path)  # no lock file: returns at once
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\n"
+         f"fd = os.open({str(tmp_path / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.readline()\n"
+         f"open({str(tmp_path / 'released')!r}, 'w').close()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        wait_for_run_dir(tmp_path)
+        # the holder wrote "released" before its exit dropped the lock, so the wait ended after that
+        assert (tmp_path / "released").is_file()
+    finally:
+        holder.kill()
+        holder.wait()
