@@ -228,14 +228,15 @@ class EmulatedBoard(_EmulatedZynq):
         self._ctrl = drv.AP_IDLE
 
     @classmethod
-    def from_bundle(cls, bundle_dir, manifest: dict) -> "EmulatedBoard":
-        """The emulated board of a bundle: its simulator design (emulation/) behind its manifest's registers."""
+    def from_bundle(cls, bundle_dir, manifest: dict, ddr: Optional[Ddr] = None):
+        """The emulated board of a bundle: its simulator design (emulation/) behind its manifest's registers
+        (an EmulatedEngineBoard for a memory-mapped engine bundle)."""
         from potatura.sim.api import load_project
 
         acc = load_project(Path(bundle_dir) / manifest["emulation"]["dir"])
         if manifest.get("protocol") == "memory-mapped-engine":
-            return EmulatedEngineBoard(acc, manifest)
-        return cls(acc, manifest)
+            return EmulatedEngineBoard(acc, manifest, ddr)
+        return cls(acc, manifest, ddr)
 
     # -- the bus ------------------------------------------------------------------------
     def read(self, address: int) -> int:

@@ -61,7 +61,7 @@ class EmulatedPynqDevice(Device):
         self.capabilities = {"REGISTER_RW": True, "MEMORY_MAPPED": False, "CALLABLE": False}
         self.arch = "armv7l" if family == "zynq-7000" else "aarch64"
         self.ddr = Ddr()
-        self.board = None  # the EmulatedBoard of the downloaded bundle
+        self.board = None  # the EmulatedBoard (or EmulatedEngineBoard) of the downloaded bundle
         self.ps_registers = dict((SLCR_BASE + k, v) for k, v in SLCR_SEED.items())
         self.default_memory = _EmulatedMemory(self)
 
@@ -91,11 +91,11 @@ class EmulatedPynqDevice(Device):
 
     def download(self, bitstream, parser=None):
         from potatura.deploy.bundle import read_manifest
-        from potatura.sim.api import load_project
 
         bundle_dir = Path(bitstream.bitfile_name).resolve().parent.parent
         manifest = read_manifest(bundle_dir)
-        self.board = EmulatedBoard(load_project(bundle_dir / manifest["emulation"]["dir"]), manifest, ddr=self.ddr)
+        # a download resets the PL: a fresh board (engine idle, faults cleared) over the same DDR
+        self.board = EmulatedBoard.from_bundle(bundle_dir, manifest, ddr=self.ddr)
         self.post_download(bitstream, parser, self.name)
 
     def gen_cache(self, bitstream, parser=None):

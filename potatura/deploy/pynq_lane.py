@@ -29,6 +29,8 @@ def run_lane(bundle_dir: Path) -> dict:
 
     out: dict = {"pynq": pynq.__version__, "numpy": np.__version__}
     manifest = bundles.verify_bundle(bundle_dir)
+    if manifest.get("protocol") == "memory-mapped-engine":
+        return {**out, **run_engine_lane(bundle_dir, manifest)}
     x, y = bundles.load_golden(bundle_dir, manifest)
     bit = str(bundle_dir / manifest["bitstream"]["file"])
     device = pynq.Device.active_device
@@ -110,6 +112,44 @@ def run_lane(bundle_dir: Path) -> dict:
     out["agent_validate"] = {k: report[k] for k in ("samples", "exact", "passed")}
     out["agent_device"] = type(pdev2).__name__
     out["active_device_module"] = pynq_device.__name__
+    return out
+
+
+def run_engine_lane(bundle_dir: Path, manifest: dict) -> dict:
+    """A memory-mapped engine bundle (HLSinf-style) through pynq: Overlay (the .hwh's engine window),
+    pynq.MMIO onto its AXI-Lite registers, pynq.allocate buffers in the emulated DDR, potatura's
+    EngineDriver; a hang, then the overlay reload that clears it."""
+    import pynq
+
+    from potatura.deploy import bundle as bundles
+    from potatura.deploy.driver import PynqDevice, make_driver
+    from potatura.deploy.errors import AcceleratorHangError
+    from potatura.sim.api import load_project
+
+    out: dict = {}
+    x, y = bundles.load_golden(bundle_dir, manifest)
+    bit = str(bundle_dir / manifest["bitstream"]["file"])
+    device = pynq.Device.active_device
+    out["active_device"] = type(device).__name__
+    pdev = PynqDevice(bit)
+    name = manifest["ip"]["engine"]["name"]
+    engine_ip = pdev.overlay.ip_dict[name]
+    out["engine_ip"] = {"phys_addr": engine_ip["phys_addr"], "addr_range": engine_ip["addr_range"],
+                        "type": engine_ip["type"]}
+    driver = make_driver(pdev, manifest, bundle_dir)
+    out["buffer_type"] = type(next(iter(driver.buffers.values()))).__module__
+    y1, t1 = driver.run(x)
+    y2, _ = driver.run(x[:3])
+    out["driver_exact"] = [bool(np.array_equal(y1, y)), bool(np.array_equal(y2, y[:3]))]
+    out["driver_timing"] = t1
+    out["sim_total_cycles"] = int(load_project(bundle_dir / manifest["emulation"]["dir"]).cycles(len(x)).total_cycles)
+    device.board.faults.set({"hang": {"times": 1}})
+    try:
+        driver.run(x[:1], deadline_s=0.3)
+        out["hang"] = "no error"
+    except AcceleratorHangError as exc:
+        out["hang"] = type(exc).__name__
+    out["after_hang_exact"] = bool(np.array_equal(driver.run(x)[0], y))  # reset_pl reloaded the overlay
     return out
 
 

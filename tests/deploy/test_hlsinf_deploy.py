@@ -68,7 +68,7 @@ def test_project_and_bundle_describe_the_engine(hlsinf_project, hlsinf_bundle):
     assert len(manifest["calls"]) == len(acc.plan.calls) > 10
     assert sum(c["frames"] > 1 for c in manifest["calls"]) >= 2 and any(c["add_input"] for c in manifest["calls"])
     assert sum(c["cycles"] for c in manifest["calls"]) == acc.cycles(1).latency_cycles
-    assert manifest["bitstream"]["placeholder"] is True
+    assert manifest["bitstream"]["placeholder"] is True and manifest["bitstream"]["hwh"] == "overlay/hlsinf.hwh"
 
 
 def test_golden_bit_exact_and_cycles_equal_the_simulator(agent, hlsinf_bundle, hlsinf_project):
@@ -158,3 +158,25 @@ def test_flow_with_hlsinf_goes_through_sim_deploy_and_bench(tmp_path):
     latency = read_json(run_dir / "bench" / "latency.json")
     boards = [r for r in latency["results"] if r.get("kind") == "emulated"]
     assert boards and all("hlsinf" in r["name"] for r in boards), [r.get("name") for r in latency["results"]]
+
+
+def test_real_pynq_drives_the_emulated_engine_bit_exact(hlsinf_bundle, tmp_path):
+    """The pynq lane for an engine bundle: pynq 4.0's Overlay parses the bundle's .hwh (the engine's
+    s_axi_control window), pynq.MMIO reaches its registers, pynq.allocate its buffers; a hang is typed
+    and the overlay reload clears it."""
+    import os
+
+    from tests.deploy.test_pynq_lane import BOARD_PYTHON, run_lane
+
+    if not BOARD_PYTHON.exists():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"CI: the board environment is missing ({BOARD_PYTHON})")
+        pytest.skip(f"no board environment ({BOARD_PYTHON}); make it with scripts/env-board")
+    lane = run_lane(hlsinf_bundle, tmp_path)
+    assert lane["pynq"] == "4.0.0" and lane["numpy"].startswith("1.")
+    assert lane["active_device"] == "EmulatedPynqDevice"
+    assert lane["engine_ip"] == {"phys_addr": 0x4000_0000, "addr_range": 0x10000,
+                                 "type": "xilinx.com:hls:hlsinf_top:1.0"}
+    assert lane["driver_exact"] == [True, True]
+    assert lane["driver_timing"]["hardware_cycles"] == lane["sim_total_cycles"]
+    assert lane["hang"] == "AcceleratorHangError" and lane["after_hang_exact"]

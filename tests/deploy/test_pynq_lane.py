@@ -23,14 +23,19 @@ pytestmark = pytest.mark.skipif(not BOARD_PYTHON.exists(), reason=f"no board env
                                 "make it with scripts/env-board")
 
 
-def test_real_pynq_drives_the_emulated_board_bit_exact(bundle, tmp_path):
+def run_lane(bundle: Path, tmp_path: Path) -> dict:
+    """potatura.deploy.pynq_lane on `bundle` in the board environment; its JSON record."""
     out = tmp_path / "lane.json"
     env = {k: v for k, v in os.environ.items() if k != "PYNQ_REMOTE_DEVICES"}
     env.update(POTATURA_EMULATED_PYNQ="1", PYTHONPATH=str(REPO))
     proc = subprocess.run([str(BOARD_PYTHON), "-m", "potatura.deploy.pynq_lane", str(bundle), str(out)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lane = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_real_pynq_drives_the_emulated_board_bit_exact(bundle, tmp_path):
+    lane = run_lane(bundle, tmp_path)
     assert lane["pynq"] == "4.0.0" and lane["numpy"].startswith("1.")
     assert lane["active_device"] == "EmulatedPynqDevice" and lane["clock_arch"] == "armv7l"
     assert lane["clock_before_fill"] is None and lane["clock_mhz"] == 100.0  # pynq 4.0 leaves it empty
