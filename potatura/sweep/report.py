@@ -175,9 +175,11 @@ def plot_fronts(loaded: LoadedSweep, rows: list[dict], front: dict[str, list[int
             line = "-" if len(loaded.config.objectives) == 2 else "none"
             ax.plot([r["metrics"][x] for r in fp], [r["metrics"][y] for r in fp], color="r", marker="o", ls=line,
                     mfc="none", ms=9, lw=1, label="Pareto front")
+            labels: dict[tuple, list[str]] = {}  # trials at the same point share one label
             for r in fp:
-                ax.annotate(str(r["number"]), (r["metrics"][x], r["metrics"][y]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+                labels.setdefault((r["metrics"][x], r["metrics"][y]), []).append(str(r["number"]))
+            for xy, numbers in labels.items():
+                ax.annotate(",".join(numbers), xy, fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.legend(loc="best", fontsize=8)
         ax.set_xlabel(x)
         ax.set_ylabel(y)
