@@ -104,7 +104,11 @@ class HlsinfAccelerator(Accelerator):
 
     def call_outputs(self, call: KernelCall, read_tensor: Callable[[str], np.ndarray]) -> np.ndarray:
         """The codes one kernel call writes: rows out_row0 .. out_row0+out_rows of its output tensor,
-        (out_rows, out_w, C) int64 (a vector: (1, 1, n)).
+        (out_rows, out_w, C) int64 (a vector: (1, 1, n)); `call_tensor` says how."""
+        return self.call_tensor(call, read_tensor)[call.out_row0:call.out_row0 + call.out_rows]
+
+    def call_tensor(self, call: KernelCall, read_tensor: Callable[[str], np.ndarray]) -> np.ndarray:
+        """The whole output tensor of the fused layer `call` computes a row frame of, (H, W, C) int64.
 
         read_tensor(name) -> (H, W, C) codes of a plan tensor as it lies in memory now (the call's input
         and residual). The fused layers run on the functional model (potatura.sim.functional, the same
@@ -130,8 +134,7 @@ class HlsinfAccelerator(Accelerator):
             values[name] = run_layer(layer, [value(p) for p in layer.inputs],
                                      [graph.layer(p).result_type for p in layer.inputs])
         t = self.plan.tensors[call.output]
-        out = np.asarray(values[call.output], dtype=np.int64).reshape(t.h, t.w, t.c)
-        return out[call.out_row0:call.out_row0 + call.out_rows]
+        return np.asarray(values[call.output], dtype=np.int64).reshape(t.h, t.w, t.c)
 
     def size_fifos(self, samples: int = 0) -> dict[str, int]:
         return {}  # no FIFOs between layers: every tensor goes through DDR
