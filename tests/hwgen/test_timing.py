@@ -103,3 +103,18 @@ def test_hls_names_of_targets(cnn_qonnx):
     conv = next(layer for layer in net.compute_layers if layer.op.value == "conv2d" and any(layer.pads))
     assert targets[f"{conv.name}_pad"] == "zp2d_" + hls_name(conv)
     assert net.graph.input.layer not in targets
+
+
+def test_hls4ml_default_depths_on_request(cnn_qonnx, tmp_path):
+    """hwgen.backends.hls4ml.fifo_depths: hls4ml keeps hls4ml's depths (the producing layer's pixels)."""
+    from potatura.hwgen.hls4ml.project import generate_project
+
+    net = read_network(cnn_qonnx)
+    generate_project(net, get_board("zcu104"), tmp_path / "p", io_type="io_stream", fifo_depths="hls4ml")
+    design = load_design(tmp_path / "p")
+    conv0 = design.graph.compute_layers[0]
+    assert design.fifo_depths[conv0.name] == conv0.out_shape[0] * conv0.out_shape[1]
+    assert design.backend_info["fifo_depths"].startswith("hls4ml 1.3 default")
+    cpp = (tmp_path / "p" / "project" / "firmware" / "potatura_accel.cpp").read_text()
+    depths = {int(d) for d in re.findall(r"#pragma HLS STREAM variable=\w+ depth=(\d+)", cpp)}
+    assert conv0.out_shape[0] * conv0.out_shape[1] in depths
