@@ -376,6 +376,13 @@ class PynqDevice:
             return self._pynq.allocate(shape=shape, dtype=dtype, target=self._device)
         return self._pynq.allocate(shape=shape, dtype=dtype)
 
+    def ip_registers(self, name: str) -> dict:
+        """{register name: byte offset} of an IP's AXI-Lite registers as the .hwh describes them (empty
+        when it lists none, e.g. potatura's generated .hwh of an unbuilt design)."""
+        ip = self.overlay.ip_dict.get(name) or {}
+        return {reg: int(info["address_offset"]) for reg, info in (ip.get("registers") or {}).items()
+                if "address_offset" in info}
+
     def reset_pl(self) -> None:
         """Reset the programmable logic by downloading the overlay again (recovers a hung HLS core)."""
         self.overlay.download()

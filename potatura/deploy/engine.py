@@ -42,7 +42,7 @@ class EngineDriver:
         self.name = ip["name"]
         base, size = device.ip_address(ip["name"])
         self.regs = device.mmio(base, size)
-        self.registers = ip["registers"]
+        self.registers, self.register_source = self._register_map(device, ip["registers"])
         self.pointer_args, self.call_args = ip["pointer_args"], ip["call_args"]
         cfg = manifest["engine"]
         self.calls = manifest["calls"]
@@ -72,6 +72,22 @@ class EngineDriver:
         if len(self.input_index) != len(self.buffers[manifest["input_buffer"]]):
             raise DeployError(f"{self.name}: input_index has {len(self.input_index)} words, the input buffer "
                               f"{len(self.buffers[manifest['input_buffer']])}")
+
+    def _register_map(self, device, registers: dict) -> tuple[dict, str]:
+        """The manifest's register map, or the overlay's where the device has one (a built .hwh is
+        authoritative: pynq's ip_dict registers). Vivado HLS names a 64-bit argument's low word <name>_1."""
+        read = getattr(device, "ip_registers", None)
+        found = read(self.name) if read is not None else {}
+        if not found:
+            return registers, "manifest (potatura's HLS s_axilite layout)"
+        mapped = {}
+        for name, reg in registers.items():
+            offset = found.get(name, found.get(name + "_1"))
+            if offset is None:
+                raise DeployError(f"{self.name}: the overlay's register map has no {name!r} (nor {name}_1); it has "
+                                  f"{', '.join(sorted(found))}: the bitstream was not built from this bundle's project")
+            mapped[name] = {**reg, "offset": int(offset)}
+        return mapped, "overlay .hwh (pynq ip_dict registers)"
 
     # -- timing bounds --------------------------------------------------------------------
     def call_deadline(self, call: dict) -> float:

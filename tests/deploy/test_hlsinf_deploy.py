@@ -180,3 +180,23 @@ def test_real_pynq_drives_the_emulated_engine_bit_exact(hlsinf_bundle, tmp_path)
     assert lane["driver_exact"] == [True, True]
     assert lane["driver_timing"]["hardware_cycles"] == lane["sim_total_cycles"]
     assert lane["hang"] == "AcceleratorHangError" and lane["after_hang_exact"]
+
+
+def test_a_built_overlays_register_map_overrides_the_manifests(hlsinf_bundle):
+    """On a board the .hwh is authoritative: the driver takes its offsets (Vivado HLS names a 64-bit
+    argument's low word <name>_1), and refuses an overlay that lacks one of the engine's arguments."""
+    from potatura.deploy.driver import make_driver
+    from potatura.deploy.emulated import EmulatedBoard
+
+    manifest = bundles.verify_bundle(hlsinf_bundle)
+    regs = manifest["ip"]["engine"]["registers"]
+    hwh = {name + ("_1" if r["bits"] == 64 else ""): r["offset"] for name, r in regs.items()}
+    board = EmulatedBoard.from_bundle(hlsinf_bundle, manifest)
+    board.ip_registers = lambda name: dict(hwh, CTRL=0)
+    driver = make_driver(board, manifest, hlsinf_bundle)
+    assert driver.register_source.startswith("overlay .hwh")
+    x, y = bundles.load_golden(hlsinf_bundle, manifest)
+    assert np.array_equal(driver.run(x[:2])[0], y[:2])
+    del hwh["relu2"]
+    with pytest.raises(DeployError, match="the overlay's register map has no 'relu2'"):
+        make_driver(board, manifest, hlsinf_bundle)
