@@ -157,7 +157,7 @@ class AgentCore:
                       "bitstream_placeholder": bool(m.get("bitstream", {}).get("placeholder")),
                       "input_shape": m["tensors"]["input"]["shape"], "output_shape": m["tensors"]["output"]["shape"]}
         return {"agent": "potatura-board-agent", "potatura_version": __version__,
-                "bundle_format": bundles.BUNDLE_FORMAT, "driver_abi": bundles.DRIVER_ABI,
+                "bundle_format": bundles.BUNDLE_FORMAT, "driver_abi": bundles.DRIVER_ABI, "driver_abis": bundles.DRIVER_ABIS,
                 "device": "emulated" if self.emulated else "pynq", "python": sys.version.split()[0],
                 "numpy": np.__version__, "loaded": loaded, "load_error": self.load_error,
                 "batches": getattr(self.device, "batches", None)}

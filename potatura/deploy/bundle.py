@@ -4,11 +4,14 @@ stdlib + numpy only (runs on the board). The host-side writer is potatura.deploy
 
 A bundle folder:
 
-    manifest.json             board, clock, IP names/addresses, DMA parameters, tensors (shape,
+    manifest.json             protocol, board, clock, IP names/addresses, DMA parameters or the engine's
+                              register map and kernel calls, tensors (shape,
                               fixed-point type, wire words), tolerance, versions, sim cycle report,
                               and the sha256 of every other file
     overlay/<name>.bit/.hwh   the bitstream and its hardware handoff (or a placeholder, marked so)
     golden.npz                x_codes (N, *input shape), y_codes (N, *output shape), int64
+    engine.npz                memory-mapped engine bundles only: packed filters/biases per layer and the
+                              GHWC word <-> element maps (input_index, output_index)
     emulation/                the simulator's design (design.json + weights) for the emulated board
     agent/                    the board-side Python package (driver, agent): PYTHONPATH=agent
 """
@@ -33,6 +36,8 @@ from potatura.deploy.errors import (
 
 BUNDLE_FORMAT = "potatura-deploy-bundle/1"
 DRIVER_ABI = 1  # bumped when the manifest sections the driver reads change meaning
+# per protocol: an agent from before the memory-mapped engine (ABI 1 only) refuses engine bundles by version
+DRIVER_ABIS = {"axi-stream-dma": DRIVER_ABI, "memory-mapped-engine": 2}
 MANIFEST = "manifest.json"
 MAX_FILES = 2000
 
@@ -61,11 +66,13 @@ def read_manifest(bundle_dir) -> dict:
 def check_versions(manifest: dict, where: str = "bundle") -> None:
     """VersionMismatchError unless the bundle speaks this agent's bundle format and driver ABI."""
     fmt, abi = manifest.get("format"), manifest.get("driver_abi")
-    if fmt != BUNDLE_FORMAT or abi != DRIVER_ABI:
+    protocol = manifest.get("protocol", "axi-stream-dma")
+    if fmt != BUNDLE_FORMAT or abi != DRIVER_ABIS.get(protocol):
         raise VersionMismatchError(
-            f"{where}: format {fmt!r} driver ABI {abi!r} (potatura {manifest.get('potatura_version')}), this agent "
-            f"speaks {BUNDLE_FORMAT!r} ABI {DRIVER_ABI}: rebuild the bundle with this potatura, or install the "
-            "bundle's agent on the board (PYTHONPATH=<bundle>/agent)")
+            f"{where}: format {fmt!r} protocol {protocol!r} driver ABI {abi!r} (potatura "
+            f"{manifest.get('potatura_version')}), this agent speaks {BUNDLE_FORMAT!r} with ABI "
+            f"{', '.join(f'{v} for {k}' for k, v in DRIVER_ABIS.items())}: rebuild the bundle with this potatura, or "
+            "install the bundle's agent on the board (PYTHONPATH=<bundle>/agent)")
 
 
 def verify_bundle(bundle_dir, strict: bool = True, label: Optional[str] = None) -> dict:

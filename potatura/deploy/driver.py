@@ -18,6 +18,11 @@ timeout (a hung accelerator hangs the caller) and pynq reports every error after
 "DMA channel not started": here every wait has a deadline, each DMASR error bit is its own exception,
 and an error resets the DMA so the next call works.
 
+Two bundle protocols (manifest "protocol"; `make_driver` picks the driver): "axi-stream-dma" (this
+module's Driver: the hls4ml AXI-stream accelerator behind an AXI DMA) and "memory-mapped-engine"
+(potatura.deploy.engine.EngineDriver: an HLSinf-style engine with ap_ctrl_hs and m_axi ports, one
+register-programmed call per fused layer).
+
 Wire format (the hls4ml AXI-stream wrapper of the hwgen project): one packet per batch, channels-last,
 input words float32 holding the exact value code * 2**-frac; output words float32 or float64 (the
 manifest says which), exact values of the output type; TLAST on the batch's last word.

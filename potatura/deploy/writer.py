@@ -316,7 +316,7 @@ def _finish_manifest(protocol: str, hw: dict, board, acc, name: str, bitstream: 
     of every file; written last, so a bundle with a manifest is complete."""
     cycles1, cycles_n = acc.cycles(1), acc.cycles(samples)
     manifest = {
-        "format": bundles.BUNDLE_FORMAT, "driver_abi": bundles.DRIVER_ABI, "potatura_version": __version__,
+        "format": bundles.BUNDLE_FORMAT, "driver_abi": bundles.DRIVER_ABIS[protocol], "potatura_version": __version__,
         "protocol": protocol,
         "model": model_name, "board": board.name, "platform": board.family, "part": board.part, "shell": board.shell,
         "pynq_images": list(board.pynq_images), "backend": hw.get("backend", "hls4ml"), "project_name": name,

@@ -16,7 +16,7 @@ import pytest
 
 from potatura.artifacts import read_json
 from potatura.deploy import bundle as bundles
-from potatura.deploy.errors import AcceleratorHangError, DeployError, OutputMismatchError
+from potatura.deploy.errors import AcceleratorHangError, DeployError, OutputMismatchError, VersionMismatchError
 from potatura.sim.api import load_project
 
 
@@ -62,7 +62,9 @@ def test_project_and_bundle_describe_the_engine(hlsinf_project, hlsinf_bundle):
     assert [regs[n]["offset"] for n in ("act_in", "filters", "act_out", "I", "O")] == [0x10, 0x1C, 0x40, 0x4C, 0x54]
     assert regs["clip_lo"]["bits"] == 64 and hw["engine"]["m_axi"]["act_add"]["port"] == "S_AXI_HP2"
     manifest = bundles.verify_bundle(hlsinf_bundle)  # versions and the sha256 of every file
-    assert manifest["protocol"] == "memory-mapped-engine"
+    assert manifest["protocol"] == "memory-mapped-engine" and manifest["driver_abi"] == 2
+    with pytest.raises(VersionMismatchError, match="protocol 'memory-mapped-engine' driver ABI 1"):
+        bundles.check_versions({**manifest, "driver_abi": 1})  # an engine bundle under the stream ABI
     assert "agent/potatura/deploy/engine.py" in manifest["files"] and "engine.npz" in manifest["files"]
     acc = load_project(hlsinf_project)
     assert len(manifest["calls"]) == len(acc.plan.calls) > 10
