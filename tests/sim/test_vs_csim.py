@@ -96,7 +96,7 @@ def test_doubling_reuse_factors_of_the_lenet5(cnn_flow):
 @pytest.mark.slow
 @pytest.mark.parametrize("model,board,io_type,strategy,reuse_factor", [
     ("mlp", "zcu104", "io_stream", "latency", 2),  # fully unrolled at RF 2 it needs more LUTs than a pynq-z2
-    ("cnn", "pynq-z2", "io_parallel", "latency", 2),
+    ("cnn", "zcu104", "io_parallel", "latency", 2),  # at RF 2 with the calibrated LUT margin it no longer fits a pynq-z2
 ])
 def test_other_io_types_and_reuse_factors_match_csim(model, board, io_type, strategy, reuse_factor, mlp_quant,
                                                      cnn_flow, tmp_path):
