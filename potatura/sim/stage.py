@@ -101,7 +101,7 @@ def _project_markdown(name: str, r: dict) -> str:
              f"- batch of {c['batch']}: {c['total_cycles']:,} cycles",
              f"- DMA per sample: {c['dma']['bytes_in']} B in ({c['dma']['cycles_in']} cycles), "
              f"{c['dma']['bytes_out']} B out ({c['dma']['cycles_out']} cycles); {c['dma']['bandwidth_source']}",
-             f"- outputs: " + (f"{o['exact_matches']}/{o['samples']} bit-exact against {o['against']}"
+             "- outputs: " + (f"{o['exact_matches']}/{o['samples']} bit-exact against {o['against']}"
                                if o.get("checked") else f"not checked ({o.get('reason')})"), "",
              "| module | layer | op | II | latency | trip count | stalls (in + out) |",
              "|---|---|---|---:|---:|---:|---:|"]
