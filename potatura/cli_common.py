@@ -56,6 +56,11 @@ def report(cfg, outcomes) -> None:
         table.add_row(o.name, o.status, f"{o.seconds:.1f}", ", ".join(o.outputs))
     if not quiet():
         console.print(table)
+        if any(o.name == "bench" for o in outcomes):
+            # The latency comparison is what a run ends on: show it, not only the report's path.
+            from potatura.bench.cli import print_latency_table
+
+            print_latency_table(console, cfg.run_dir())
     for o in outcomes:
         stage = load_stage(o.name)
         line = stage.headline(cfg.run_dir() / o.name) if stage.headline else None
