@@ -1,7 +1,7 @@
 """The board catalog: one YAML file per board in potatura/boards/catalog/, every figure sourced.
 
-A figure is a mapping {value, source} with optional `verify: true` (HARDWARE.md tags the figure
-[check], or the figure is not in HARDWARE.md: check it against the named vendor document before
+A figure is a mapping {value, source} with optional `verify: true` (docs/hardware.md tags the figure
+[check], or the figure is not in docs/hardware.md: check it against the named vendor document before
 relying on it) and `note`. `load_catalog()` parses and validates every file once; a malformed file
 is a ConfigError naming the file and the field.
 

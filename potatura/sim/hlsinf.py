@@ -5,7 +5,7 @@ every design), which the engine's C simulation matches bit for bit (tests/hwgen/
 
 Timing: the engine runs the kernel calls of the plan (design.backend_info["plan"]) one after the
 other, one sample at a time. A call's compute time is the engine's schedule
-(potatura.hwgen.hlsinf.planner.call_cycles, HARDWARE.md section 3):
+(potatura.hwgen.hlsinf.planner.call_cycles, docs/hardware.md section 3):
 
     compute = O_ITER*I_ITER*(H+PT+PB)*(W+PL+PR) + O_ITER*L_PIPE          (cycles)
 
@@ -13,7 +13,7 @@ and its memory time is the bytes it moves (planner.call_ddr_bytes: input rows on
 group, filters and biases, output rows) at the board's DDR bandwidth (the catalog's figure). Reads
 and writes overlap the computation (the engine is a dataflow of read -> compute -> write), so a
 call takes max(compute, memory) cycles; the difference is reported as the call's memory stall.
-The per-call fixed host cost measured on HLSinf (~0.8 ms, HARDWARE.md) is host software, not
+The per-call fixed host cost measured on HLSinf (~0.8 ms, docs/hardware.md) is host software, not
 engine cycles: it is left out and the report says so.
 """
 
@@ -155,4 +155,4 @@ class HlsinfAccelerator(Accelerator):
         return {"bytes_in": bytes_in, "bytes_out": bytes_out, "cycles_in": cycles(bytes_in),
                 "cycles_out": cycles(bytes_out), "bytes_per_second": bps, "bandwidth_source": source,
                 "ddr_bytes_per_sample": ddr, "ddr_cycles_per_sample": cycles(ddr["total"]),
-                "note": "host cost per call (~0.8 ms measured on HLSinf, HARDWARE.md) not included"}
+                "note": "host cost per call (~0.8 ms measured on HLSinf, docs/hardware.md) not included"}

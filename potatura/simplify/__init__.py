@@ -1,4 +1,4 @@
-"""Simplify: remove pruned neurons exactly (Bragagnolo & Barbano, SoftwareX 2022; ALGORITHMS.md section 6).
+"""Simplify: remove pruned neurons exactly (Bragagnolo & Barbano, SoftwareX 2022; docs/algorithms.md section 6).
 
     from potatura.simplify import simplify
     result = simplify(model, example_input)      # -> SimplifyResult(model, summary)

@@ -21,7 +21,7 @@ SENSITIVITIES = ("bounded", "full", "local", "neuron-lobster")
 
 class NEqConfig(StrictModel):
     """NEq (neurons at equilibrium, Bragagnolo et al. NeurIPS 2022): freeze the updates of neurons whose
-    output on a small probe split of the training set has stopped changing (ALGORITHMS.md section 4)."""
+    output on a small probe split of the training set has stopped changing (docs/algorithms.md section 4)."""
 
     eps: float = Field(1e-3, ge=0, description="a neuron is frozen for the next epoch when |velocity| <= eps")
     mu: float = Field(0.5, ge=0, lt=1, description="velocity momentum")
@@ -39,8 +39,8 @@ class NEqConfig(StrictModel):
         "NEq would freeze")
     frozen_momentum: Literal["keep", "decay"] = Field(
         "keep", description="a frozen neuron's momentum buffer: keep (unchanged while frozen, so the neuron resumes "
-        "where it stopped) or decay (multiplied by the momentum each step, as for a zero gradient: ALGORITHMS.md's "
-        "wording)")
+        "where it stopped) or decay (multiplied by the momentum each step, as for a zero gradient: the wording of "
+        "docs/algorithms.md section 4)")
     skip_min_frozen: float = Field(0.5, ge=0, le=1, description="a layer computes weight gradients of its "
                                    "active rows only when at least this fraction of its neurons is frozen (below it "
                                    "the extra indexing costs more than it saves; frozen rows are kept either way)")

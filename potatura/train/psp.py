@@ -1,5 +1,5 @@
 """PSP-entropy and sharpness: analysis of trained or pruned models (Tartaglione, Bragagnolo, Grangetto,
-ICANN 2020; arXiv 2004.14765; ALGORITHMS.md section 5).
+ICANN 2020; arXiv 2004.14765; docs/algorithms.md section 5).
 
 The post-synaptic potential (PSP) of a unit is the output of its Conv2d/Linear before BatchNorm and
 activation; a unit is one output of a Linear, one (channel, position) of a Conv2d. Over a dataset,

@@ -11,7 +11,7 @@ per feature after a flatten). Removing it:
     Q Conv2d:  b_j += c_i * sum(W[j, i, :, :]) when Q has no padding (otherwise only neurons with
                c_i = 0 are removed: zero padding makes the contribution depend on position)
 
-which is the simplify stage's exact removal (ALGORITHMS.md section 6, steps 2-3) restricted to
+which is the simplify stage's exact removal (docs/algorithms.md section 6, steps 2-3) restricted to
 what a model being trained can take: no BatchNorm folding (batch statistics in training mode
 differ from the running ones), no residual or concatenation groups (those models are refused
 with the layer's name; simplify handles them after training). `shrink_state` applies it to any

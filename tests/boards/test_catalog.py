@@ -1,4 +1,4 @@
-"""The board catalog: every file parses, every figure has a source, HARDWARE.md's [check] marks kept."""
+"""The board catalog: every file parses, every figure has a source, docs/hardware.md's [check] marks kept."""
 
 import os
 import subprocess
@@ -40,7 +40,7 @@ def test_every_figure_has_a_source(name):
 
 
 def test_figures_match_hardware_md_table():
-    # HARDWARE.md section 1, row by row: part, LUT, FF, DSP, BRAM36, URAM, clock.
+    # docs/hardware.md section 1, row by row: part, LUT, FF, DSP, BRAM36, URAM, clock.
     table = {
         "pynq-z1": ("xc7z020clg400-1", 53200, 106400, 220, 140, 0, 100),
         "pynq-z2": ("xc7z020clg400-1", 53200, 106400, 220, 140, 0, 100),
@@ -59,7 +59,7 @@ def test_figures_match_hardware_md_table():
 
 
 def test_check_marks_of_hardware_md_are_verify_flags():
-    marked = {  # every figure HARDWARE.md tags [check]
+    marked = {  # every figure docs/hardware.md tags [check]
         "pynq-z2": ["memory.size_mb"], "ultra96-v2": ["memory.size_mb"], "zcu104": ["memory.size_mb"],
         "kv260": ["resources.lut", "resources.ff"], "zcu102": ["memory.size_mb"],
         "alveo-u50": ["resources.lut"], "alveo-u200": ["resources.lut"], "alveo-u250": ["resources.lut"],
@@ -67,7 +67,7 @@ def test_check_marks_of_hardware_md_are_verify_flags():
     }
     for name, figures in marked.items():
         assert set(figures) <= set(get_board(name).verify), name
-    # figures HARDWARE.md gives without a mark stay unflagged
+    # figures docs/hardware.md gives without a mark stay unflagged
     assert "resources.dsp" not in get_board("kv260").verify
     assert "memory.bandwidth_gbs" not in get_board("kv260").verify
     assert "resources.lut" not in get_board("pynq-z2").verify

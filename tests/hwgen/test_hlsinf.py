@@ -54,7 +54,7 @@ def conv_graph(h: int, w: int, channels: list[int], pads=(1, 1, 1, 1), pool: boo
 
 
 def test_cycle_model_reproduces_the_public_66692_cycle_report():
-    """HARDWARE.md section 3: 256x256, I=O=CPI=CPO=4, padding 1 -> 258*258 + 128 = 66,692 cycles."""
+    """docs/hardware.md section 3: 256x256, I=O=CPI=CPO=4, padding 1 -> 258*258 + 128 = 66,692 cycles."""
     assert call_cycles(256, 256, (1, 1, 1, 1), 1, 1) == 66_692
     plan = plan_graph(conv_graph(256, 256, [4, 4]), EngineConfig(4, 4, 256, 256))
     assert [c.cycles for c in plan.calls] == [66_692]

@@ -17,7 +17,7 @@ if os.environ.get("CI") and not nnc.available():
 needs_nnc = pytest.mark.skipif(not nnc.available(),
                                reason=f"the nnc extra is not installed ({nnc.nnc_python()} with nncodec)")
 
-# NNCodec's default step: qp -38, qp_density 2 -> (4 + 2) * 2**(-10 - 2) (ALGORITHMS.md section 7)
+# NNCodec's default step: qp -38, qp_density 2 -> (4 + 2) * 2**(-10 - 2) (docs/algorithms.md section 7)
 DEFAULT_STEP = 6 * 2.0 ** -12
 
 

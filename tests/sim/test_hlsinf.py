@@ -20,7 +20,7 @@ def _design(graph, engine: EngineConfig, board: str = "zcu104") -> Design:
 
 
 def test_66692_cycles_through_design_json(tmp_path):
-    """HARDWARE.md section 3: 256x256, I=O=CPI=CPO=4, padding 1 -> 66,692 cycles (public C-synthesis report)."""
+    """docs/hardware.md section 3: 256x256, I=O=CPI=CPO=4, padding 1 -> 66,692 cycles (public C-synthesis report)."""
     graph = conv_graph(256, 256, [4, 4])
     save_design(_design(graph, EngineConfig(4, 4, 256, 256)), tmp_path)
     acc = load_project(tmp_path)

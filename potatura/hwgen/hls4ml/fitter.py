@@ -21,7 +21,7 @@ The model, per conv/dense layer with n_in*n_out weights, z of them zero, reuse f
 - cycles (simulated): each layer's busy cycles per sample and fill from the simulator's module
   schedule; io_parallel layers run one after the other (latency = sum, interval = slowest layer);
   io_stream layers form a dataflow pipeline: the interval is the slowest layer's, the latency
-  about that plus the other layers' fill (HARDWARE.md section 2: not the sum, not the max). These
+  about that plus the other layers' fill (docs/hardware.md section 2: not the sum, not the max). These
   guide the search; the reported latency and interval are the simulation of the chosen design.
 
 Valid reuse factors come from hls4ml itself (FPGABackend._validate_reuse_factor, through

@@ -1,6 +1,6 @@
 """The HLSinf-style backend: one fused 3x3 conv engine, layers run one call at a time from DDR.
 
-After the architecture of UPV's HLSinf (HARDWARE.md section 3), written for potatura:
+After the architecture of UPV's HLSinf (docs/hardware.md section 3), written for potatura:
 
 Modules:
     planner   IR graph -> kernel calls (fusion, I_ITER/O_ITER, row frames), GHWC and filter packers,

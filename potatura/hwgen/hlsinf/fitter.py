@@ -9,7 +9,7 @@ Every resource figure here is potatura's estimate (labelled "estimated"), not a 
 - LUT/FF: per MAC lane (adder tree, pipeline registers) plus a fixed share for the AXI masters and
   the control (potatura's assumption: LUT_PER_MAC, FF_PER_MAC, *_FIXED below).
 
-The engine configurations tried are those HLSinf publishes (HARDWARE.md section 3: 4x4 ... 32x32):
+The engine configurations tried are those HLSinf publishes (docs/hardware.md section 3: 4x4 ... 32x32):
 the fitter takes the one with the most MAC lanes within max_utilization of the board's DSPs, then
 the largest square HO_MAX = WO_MAX that fits the BRAM left. The memory bandwidth the engine asks
 (CPI activation words a cycle) is reported against the board's; the simulator charges the DDR time.
@@ -26,7 +26,7 @@ from potatura.hw.ir import Graph, Op
 from potatura.hw.types import FixedType
 from potatura.hwgen.hlsinf.planner import EngineConfig, Plan, plan_graph
 
-CONFIGS = ((4, 4), (4, 8), (8, 8), (16, 8), (16, 16), (32, 16), (32, 32))  # (CPI, CPO), HARDWARE.md section 3
+CONFIGS = ((4, 4), (4, 8), (8, 8), (16, 8), (16, 16), (32, 16), (32, 32))  # (CPI, CPO), docs/hardware.md section 3
 FRAME_SIZES = (256, 128, 64, 32, 16, 8)
 LUT_PER_MAC, FF_PER_MAC = 24, 40
 LUT_FIXED, FF_FIXED = 12_000, 15_000

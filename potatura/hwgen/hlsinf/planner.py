@@ -4,7 +4,7 @@ The engine (templates/hlsinf/hlsinf_kernel.h) computes one 3x3 stride-1 convolut
 CPI input channels x CPO output channels a cycle, followed by the fused steps selected by run-time
 arguments: ReLU, one power-of-two requantization (shift, round, clip), 2x2 stride-2 max pooling or
 stride-2 subsampling, a residual add and the sum's own ReLU/requantization. The planner maps a
-graph onto such calls (HARDWARE.md section 3):
+graph onto such calls (docs/hardware.md section 3):
 
 - a CONV2D 3x3 stride 1 (pads 0 or 1 per side) is one call per row frame; a 1x1 conv becomes a
   3x3 conv whose eight outer taps are zero (padding 1 keeps the size);
@@ -30,7 +30,7 @@ The cycle model of one call (`KernelCall.cycles`) is the schedule of the engine:
 input pixel of every (output group, input group) pair takes one cycle at II=1, and each output
 group drains the pipeline once:
     cycles = O_ITER * I_ITER * (H + PT + PB) * (W + PL + PR) + O_ITER * L_PIPE
-(HARDWARE.md section 3: 256x256, I=O=CPI=CPO=4, padding 1 -> 258*258 + 128 = 66,692 cycles, the
+(docs/hardware.md section 3: 256x256, I=O=CPI=CPO=4, padding 1 -> 258*258 + 128 = 66,692 cycles, the
 public C-synthesis report of HLSinf). numpy and the standard library only: the simulator imports it.
 """
 
@@ -45,7 +45,7 @@ from potatura.errors import UnsupportedError
 from potatura.hw.ir import Graph, Layer, Op
 from potatura.hw.types import FixedType
 
-L_PIPE = 128  # cycles to drain the engine's pipeline once per output group (HARDWARE.md section 3)
+L_PIPE = 128  # cycles to drain the engine's pipeline once per output group (docs/hardware.md section 3)
 KERNEL = 3  # the engine's only window
 ROUNDINGS = {"TRN": 0, "RND_CONV": 1}  # requantization rounding modes the engine implements
 POOL_MODES = {"none": 0, "max": 1, "stride2": 2}

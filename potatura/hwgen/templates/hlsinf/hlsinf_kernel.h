@@ -1,7 +1,7 @@
 // potatura's HLSinf-style layer engine (one fused 3x3 convolution layer per call).
 //
 // Written for potatura after the architecture published by UPV's HLSinf (Flich et al., ICIP 2022;
-// HARDWARE.md section 3), not from its source: read GHWC -> padding -> 3x3 window ->
+// potatura docs/hardware.md section 3), not from its source: read GHWC -> padding -> 3x3 window ->
 // CPI x CPO multiply-accumulate at II=1 -> bias + accumulation over input groups ->
 // ReLU / power-of-two requantization (shift, round, clip) -> 2x2 max pooling or stride-2 subsampling ->
 // residual add (+ ReLU / requantization) -> write GHWC.
