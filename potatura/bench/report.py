@@ -90,6 +90,8 @@ def goal_check(results: list[TargetResult]) -> list[dict]:
 
 def accuracy_rows(run_dir: Path) -> list[dict]:
     """Accuracy through the stages: [{stage, model, split, accuracy, how}]."""
+    from potatura.bench.targets import board_kind
+
     rows = []
     train = _json(run_dir / "train" / "summary.json")
     if train:
@@ -128,12 +130,14 @@ def accuracy_rows(run_dir: Path) -> list[dict]:
         result = _json(path) or {}
         golden = result.get("golden") or {}
         if golden.get("samples"):
-            device = (result.get("agent") or {}).get("device", result.get("target"))
+            # the agent's hardware source decides (board_kind): the emulated board behind pynq is emulated
+            how = board_kind({"device": (result.get("agent") or {}).get("device", result.get("target")),
+                              "hardware_source": (result.get("benchmark") or {}).get("hardware_source")})
             rows.append({"stage": "deploy", "model": f"{result.get('board')}/{result.get('backend')} on the "
-                                                     f"{'emulated board' if device == 'emulated' else 'board'}",
+                                                     f"{'emulated board' if how == 'emulated' else 'board'}",
                          "split": f"golden codes ({golden['samples']})",
                          "accuracy": golden["exact"] / golden["samples"],
-                         "how": "emulated" if device == "emulated" else "measured",
+                         "how": how,
                          "note": f"{golden['exact']}/{golden['samples']} bit-exact"})
     return rows
 

@@ -175,8 +175,8 @@ class BoardTarget(Target):
     """A deploy bundle on a board agent, through potatura.deploy.client.BoardClient.
 
     The agent times the hardware-only call (DMA start -> done) and the end-to-end call (pack, copy
-    in, run, copy out, unpack); each becomes one result. The kind is the one the agent reports
-    ("emulated" for the emulated board, "measured" for a real one).
+    in, run, copy out, unpack); each becomes one result. The kind is the one the agent's answer
+    gives (board_kind: "emulated" for the emulated board, "measured" for a real one).
     """
 
     device = "fpga"
@@ -224,8 +224,11 @@ class ReportedBoardTarget(Target):
 
     def __init__(self, name: str, path: Path, answer: dict):
         self.name, self.path, self.answer = name, Path(path), answer
-        self.kind = "emulated" if answer.get("device") == "emulated" else "measured"
-        self.description = f"deploy stage's board benchmark ({self.path.parent.name}, {answer.get('device')})"
+        self.kind = board_kind(answer, name=name)
+        where = answer.get("device")
+        if self.kind == "emulated" and where != "emulated":  # the emulated board behind pynq
+            where = f"{where}, emulated hardware"
+        self.description = f"deploy stage's board benchmark ({self.path.parent.name}, {where})"
 
     def measure(self, batch_sizes: list[int], iterations: int, warmup: int,
                 max_seconds: float = float("inf")) -> list[TargetResult]:
@@ -235,20 +238,39 @@ class ReportedBoardTarget(Target):
         return results
 
 
+def board_kind(raw: dict, default: str = "measured", name: str = "board") -> str:
+    """The kind of a board agent's answer (its /benchmark answer, or the deploy stage's record of it).
+
+    The agent's `hardware_source` (its driver's timing source, potatura.deploy.driver: "measured"
+    on a real board, "emulated" on potatura's emulated board, including the emulated board behind
+    pynq, POTATURA_EMULATED_PYNQ, where `device` is "pynq") decides; `device` only when an answer
+    has no hardware_source. "measured" only for a real board: on the emulated board the hardware
+    time is simulated cycles on its virtual clock and the end-to-end time is measured on the
+    agent's host with the simulator inside, so both are "emulated". `default` when the answer says
+    neither.
+    """
+    source, device = raw.get("hardware_source"), raw.get("device")
+    if source is None:
+        if device is None:
+            return default
+        return "emulated" if device == "emulated" else "measured"
+    if source not in ("measured", "emulated"):
+        raise DataError(f"{name}: the board agent's hardware_source {source!r} is neither measured nor emulated")
+    return "measured" if source == "measured" and device != "emulated" else "emulated"
+
+
 def board_results(name: str, description: str, kind: str, raw: dict, info: Any = None) -> list[TargetResult]:
     """TargetResults (hardware-only, end-to-end) from the board agent's /benchmark answer.
 
     The answer (potatura.deploy.agent.AgentCore.benchmark) holds per batch size ("rows") the
-    p50/p90/p99/mean/min/max of hardware_s and end_to_end_s over `iterations` runs. The agent's
-    device decides the kind: "emulated" for the emulated board (its hardware time is simulated
-    cycles on a virtual clock, its end-to-end time includes the simulator), "measured" for a real
-    board, whatever the caller expected: a real board is never shown as emulated or the reverse.
+    p50/p90/p99/mean/min/max of hardware_s and end_to_end_s over `iterations` runs. The answer
+    decides the kind (board_kind), whatever the caller expected: a real board is never shown as
+    emulated or the reverse.
     """
     if not isinstance(raw, dict) or not isinstance(raw.get("rows"), list):
         raise DataError(f"{name}: the board agent's benchmark answer has no 'rows' (got "
                         f"{', '.join(raw) if isinstance(raw, dict) else type(raw).__name__})")
-    if "device" in raw:
-        kind = "emulated" if raw["device"] == "emulated" else "measured"
+    kind = board_kind(raw, kind, name)
     series: dict[str, list[LatencyPoint]] = {"hardware-only": [], "end-to-end": []}
     for row in raw["rows"]:
         batch = int(row["batch"])
@@ -477,15 +499,20 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
                         skipped.append(Skipped(name, f"the simulator could not load {p['path']}: {_first_line(exc)}"))
 
     bundles = deploy_bundles(run_dir)
-    reported = deploy_benchmarks(run_dir)
+    reported = []
+    for path, answer in deploy_benchmarks(run_dir):
+        # deploy/<board>/<backend>.result.json -> "<board>/<backend>"
+        where = str(path.relative_to(run_dir / "deploy")).split(".")[0]
+        try:  # the answer's hardware_source decides its family (the emulated board behind pynq: emulated)
+            reported.append((board_kind(answer, name=where), where, path, answer))
+        except DataError as exc:
+            skipped.append(Skipped(f"fpga {where} board", str(exc)))
     for family in ("emulated", "measured"):
         if family not in families:
             continue
-        mine = [(p, a) for p, a in reported if (a.get("device") == "emulated") == (family == "emulated")]
+        mine = [(where, path, answer) for kind, where, path, answer in reported if kind == family]
         if mine:
-            for path, answer in mine:
-                # deploy/<board>/<backend>.result.json -> "<board>/<backend>"
-                where = str(path.relative_to(run_dir / "deploy")).split(".")[0]
+            for where, path, answer in mine:
                 targets.append(ReportedBoardTarget(f"fpga {where} {'emulated' if family == 'emulated' else 'board'}",
                                                    path, answer))
             continue

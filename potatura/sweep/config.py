@@ -37,8 +37,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "accuracy": ("maximize", "test accuracy of the quantized model (quant stage, measured)"),
     "float_accuracy": ("maximize", "test accuracy of the simplified float model (quant stage, measured)"),
     "weight_bytes": ("minimize", "non-zero weights x bit width / 8 (quant stage, computed)"),
-    "latency_cycles": ("minimize", "cycles of one sample (simulator when the sim stage ran, else hwgen estimate)"),
-    "interval_cycles": ("minimize", "cycles between samples (simulator when it ran, else hwgen estimate)"),
+    "latency_cycles": ("minimize", "cycles of one sample (simulated by the sim stage when it ran, else the hwgen fit "
+                                   "report's, labelled as that report's `cycles` says: hls4ml simulated, hlsinf estimated)"),
+    "interval_cycles": ("minimize", "cycles between samples (sim stage when it ran, else the hwgen fit report's, "
+                                    "labelled by its `cycles` field)"),
     "latency_us": ("minimize", "latency_cycles / clock MHz"),
     "lut_fraction": ("minimize", "LUTs used / LUTs of the device (hwgen fit, estimated unless synthesized)"),
     "ff_fraction": ("minimize", "FFs used / FFs of the device"),

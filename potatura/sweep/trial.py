@@ -72,6 +72,41 @@ def _sim_report(run_dir: Path, board: str, backend: str) -> Optional[dict]:
     return report.get("cycles", report) if isinstance(report, dict) else None
 
 
+# Fit reports written before the hls4ml fitter took its cycles from the simulator carry no `cycles`
+# field: their cycles were the fitter's own estimate.
+UNLABELLED_FIT_CYCLES = "estimated (hwgen fit: its report does not say where its cycles come from)"
+
+
+def fit_cycles_source(fit: dict, summary: Optional[dict] = None) -> str:
+    """Where a fit report's latency_cycles/interval_cycles come from, in the fit report's own words.
+
+    The fit report's `cycles` field (hls4ml: "simulated (potatura.sim: ...)", the simulator's
+    schedule and a simulation of the chosen design; hlsinf: "estimated (the engine's schedule per
+    call, ...)", the planner's cycle model), else hwgen/report.json's entry for the project
+    (`summary`, the same field), else UNLABELLED_FIT_CYCLES. Returned as "<kind> (hwgen fit: <detail>)".
+    """
+    text = fit.get("cycles") if isinstance(fit.get("cycles"), str) else None
+    if text is None and summary and isinstance(summary.get("cycles"), str):
+        text = summary["cycles"]
+    if not text:
+        return UNLABELLED_FIT_CYCLES
+    kind, _, detail = text.strip().partition(" ")
+    detail = detail.strip()
+    if detail.startswith("(") and detail.endswith(")"):
+        detail = detail[1:-1]
+    return f"{kind} (hwgen fit: {detail})" if detail else f"{kind} (hwgen fit)"
+
+
+def _report_entry(run_dir: Path, board: str, backend: str) -> Optional[dict]:
+    """hwgen/report.json's entry of a project, when there is one."""
+    path = run_dir / "hwgen" / "report.json"
+    try:
+        projects = read_json(path).get("projects", []) if path.is_file() else []
+    except (ValueError, AttributeError):
+        return None
+    return next((p for p in projects if p.get("board") == board and p.get("backend") == backend), None)
+
+
 def collect_metrics(run_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """(metrics, source of each) of a finished (or partly finished) run directory."""
     metrics: dict[str, Any] = {}
@@ -106,10 +141,12 @@ def collect_metrics(run_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
                 metrics["max_fraction"] = max(fractions)
                 sources["max_fraction"] = f"{figures} (hwgen fit)"
             metrics["clock_mhz"] = fit.get("clock_mhz")
+            if any(fit.get(k) is not None for k in ("latency_cycles", "interval_cycles")):
+                cycles = fit_cycles_source(fit, None if "cycles" in fit else _report_entry(run_dir, p["board"], p["backend"]))
             for k in ("latency_cycles", "interval_cycles"):
                 if fit.get(k) is not None:
                     metrics[k] = fit[k]
-                    sources[k] = "estimated (hwgen fit)"
+                    sources[k] = cycles
         sim = _sim_report(run_dir, p["board"], p["backend"])
         if sim is not None:
             for k in ("latency_cycles", "interval_cycles"):

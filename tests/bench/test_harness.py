@@ -163,10 +163,51 @@ def test_board_benchmarks_saved_by_the_deploy_stage_are_read_not_rerun(tmp_path)
     answer = {"device": "emulated", "hardware_source": "emulated", "rows": [_agent_row(1, 3e-6, 2e-3)]}
     write_json(tmp_path / "deploy" / "pynq-z2" / "benchmark.json", answer)
     write_json(tmp_path / "deploy" / "pynq-z2" / "validate.json", {"samples": 64, "exact": True})
-    write_json(tmp_path / "deploy" / "zcu104" / "report.json", {"benchmark": dict(answer, device="pynq")})
+    write_json(tmp_path / "deploy" / "zcu104" / "report.json", {"benchmark": dict(answer, device="pynq", hardware_source="measured")})
     found = deploy_benchmarks(tmp_path)
     assert [(p.parent.name, a["device"]) for p, a in found] == [("pynq-z2", "emulated"), ("zcu104", "pynq")]
     target = ReportedBoardTarget("fpga pynq-z2 emulated", *found[0])
     hw, e2e = target.measure([1], iterations=1, warmup=0)
     assert (hw.kind, hw.single_stream.p50_s, e2e.single_stream.p50_s) == ("emulated", 3e-6, 2e-3)
     assert ReportedBoardTarget("b", *found[1]).kind == "measured"
+
+
+def test_the_emulated_board_behind_pynq_is_labelled_emulated_not_measured(tmp_path):
+    """The pynq lane against the emulated board (POTATURA_EMULATED_PYNQ): the agent answers device "pynq"
+    with hardware_source "emulated"; its hardware time is simulated cycles on a virtual clock, its
+    end-to-end time includes the simulator: both emulated, as for device "emulated"."""
+    from potatura.artifacts import write_json
+    from potatura.bench.report import accuracy_rows
+    from potatura.bench.targets import ReportedBoardTarget, board_kind, deploy_benchmarks
+
+    lane = {"device": "pynq", "hardware_source": "emulated", "end_to_end_source": "measured",
+            "rows": [_agent_row(1, 2e-6, 1e-3)]}
+    hw, e2e = board_results("fpga pynq-z2", "bundle", "measured", lane)
+    assert hw.kind == e2e.kind == "emulated"
+    # a real board: hardware and end-to-end measured, whatever the caller expected
+    real = dict(lane, hardware_source="measured")
+    assert [r.kind for r in board_results("b", "d", "emulated", real)] == ["measured", "measured"]
+    # an emulated device never reads as measured; an unknown source is refused, not guessed
+    assert board_kind({"device": "emulated", "hardware_source": "measured"}) == "emulated"
+    with pytest.raises(DataError, match="neither measured nor emulated"):
+        board_results("b", "d", "measured", dict(lane, hardware_source="guessed"))
+    # the deploy stage's record of the same answer (its result.json): benchmark and golden check
+    write_json(tmp_path / "deploy" / "pynq-z2" / "hls4ml.result.json",
+               {"board": "pynq-z2", "backend": "hls4ml", "target": "board", "agent": {"device": "pynq"},
+                "golden": {"samples": 24, "exact": 24}, "benchmark": lane})
+    (path, answer), = deploy_benchmarks(tmp_path)
+    target = ReportedBoardTarget("fpga pynq-z2", path, answer)
+    assert target.kind == "emulated" and "emulated hardware" in target.description
+    assert {r.kind for r in target.measure([1], iterations=1, warmup=0)} == {"emulated"}
+    (row,) = [r for r in accuracy_rows(tmp_path) if r["stage"] == "deploy"]
+    assert row["how"] == "emulated" and "emulated board" in row["model"]
+    # discovery files it under the emulated family, named emulated, not under the board's
+    from potatura.bench.config import BenchConfig
+    from potatura.bench.targets import discover_targets
+
+    np.savez(tmp_path / "golden.npz", x=np.zeros((2, 1, 8, 8), np.float32))
+    write_json(tmp_path / "manifest.json", {"stages": {"quant": {"status": "done",
+                                                                 "outputs": {"golden": {"path": "golden.npz"}}}}})
+    found, _, _ = discover_targets(tmp_path, BenchConfig(targets=["emulated"]), tmp_path / "bench")
+    assert [(t.name, t.kind) for t in found] == [("fpga pynq-z2/hls4ml emulated", "emulated")]
+    assert discover_targets(tmp_path, BenchConfig(targets=["measured"]), tmp_path / "bench")[0] == []

@@ -130,6 +130,7 @@ class HlsinfFit:
 
     def to_dict(self) -> dict:
         return {"board": self.board.name, "backend": "hlsinf", "figures": self.source, "source_detail": SOURCE,
+                "cycles": self.cycles_source,
                 "engine": self.engine.to_dict(), "totals": self.totals, "budget": self.budget,
                 "max_utilization": self.max_utilization, "fits": self.fits, "ports": self.ports,
                 "bandwidth": self.bandwidth(), "interval_cycles": self.interval_cycles,
