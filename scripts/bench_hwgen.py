@@ -157,7 +157,7 @@ def main() -> None:
     pruned = build_model("lenet5", shape, data.num_classes)
     pruned.load_state_dict(dense.state_dict())
     prune_lowest_l1_(pruned, {"conv1": k1, "conv2": k2, "fc1": h})
-    simplified = simplify(pruned, data.x_train[:1]).model
+    simplified = simplify(pruned.eval(), data.x_train[:1]).model
     simplified = train(simplified, data, 1, lr=0.01, seed=1)
     train_seconds = time.perf_counter() - t0
 
@@ -229,7 +229,8 @@ def main() -> None:
             print(f"\n{r['model']} on {r['board']}: {r['error']}")
         else:
             print(f"\n{r['model']} on {r['board']}: RF {r['rf']}, strategies {r['strategies']}")
-    print("\nDSP/BRAM18/LUT/FF, multipliers and cycles: potatura's estimates (no synthesis ran); csim: simulated "
+    print("\nDSP/BRAM18/LUT/FF and multipliers: potatura's estimates (no synthesis ran); cycles: simulated "
+          "(potatura.sim, the fitter's timing model); csim: simulated "
           "(hls4ml C simulation vs QONNX execution); seconds and accuracies: measured.")
     if not args.no_hlsinf:
         print("\n".join(hlsinf_rows(data, shape, args, out_root)))
