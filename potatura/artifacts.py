@@ -185,3 +185,23 @@ def tree_sha256(path: str | os.PathLike) -> str:
 
 def json_sha256(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def npz_read_error(path: str | os.PathLike, exc: Exception):
+    """The DataError for an .npz that numpy could not read, without numpy's advice to enable pickle:
+    potatura never loads pickled arrays (a file from a stranger could run code)."""
+    from potatura.errors import DataError
+
+    text = str(exc)
+    try:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+    except OSError:
+        is_zip = False
+    if not is_zip:
+        reason = "not an .npz (zip) archive"
+    elif "pickle" in text:
+        reason = "an array holds pickled objects, which potatura never loads"
+    else:
+        reason = text.splitlines()[0] if text else type(exc).__name__
+    return DataError(f"{path}: not a readable .npz file of arrays ({reason})")

@@ -15,6 +15,7 @@ can resume from its own checkpoints (training resumes from its last epoch).
 from __future__ import annotations
 
 import importlib
+import functools
 import logging
 import os
 import shutil
@@ -533,6 +534,23 @@ def _upstream_of(selected: list[str], stages: dict[str, Stage]) -> set[str]:
     return seen - set(selected)
 
 
+@functools.lru_cache(maxsize=None)
+def code_fingerprint() -> str:
+    """sha256 of potatura's own source (every file of the package: code, templates, catalog).
+
+    Part of every stage's input hash: a stage made by other code (a changed estimator, a fixed
+    simulator) is not reused from a run directory or the shared stage cache, whatever the version
+    string says. Computed once per process (~150 files)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.suffix not in (".pyc", ".pyo")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _input_hash(cfg, stage: Stage, manifest: "Manifest", run_dir: Path, stages: Optional[dict] = None):
     """(input hash, {dep: {output: path}}) of `stage`, or None when a dependency has no outputs.
 
@@ -549,7 +567,8 @@ def _input_hash(cfg, stage: Stage, manifest: "Manifest", run_dir: Path, stages: 
     for dep, out_name, rec in _read_records(stage, manifest):
         input_hashes.setdefault(dep, {})[out_name] = rec["sha256"]
     sections = {s: getattr(cfg, s).model_dump(mode="json") for s in stage.config_sections}
-    identity = {"seed": cfg.seed, "sections": sections, "inputs": input_hashes, "potatura": __version__}
+    identity = {"seed": cfg.seed, "sections": sections, "inputs": input_hashes, "potatura": __version__,
+                "code": code_fingerprint()}
     if "data" in stage.config_sections:
         from potatura.data import source_fingerprint
 

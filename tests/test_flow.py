@@ -219,3 +219,16 @@ def test_relative_runs_dir_works_across_stages(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "runs" / "two" / "manifest.json").read_text())
     assert manifest["stages"]["simplify"]["outputs"]["model"]["path"] == "simplify/model.pt"
     assert manifest["stages"]["train"]["outputs"]["model"]["path"] == "train/model.pt"
+
+
+def test_changed_code_reruns_a_stage_whatever_the_version_says(tmp_path, monkeypatch):
+    """The input hash covers potatura's own source: a stage made by other code is not reused."""
+    import potatura.flow as flow_module
+
+    flow = _flow(tmp_path)
+    run_flow(load_config(flow))
+    assert [o.status for o in run_flow(load_config(flow))] == ["skipped"]
+    fingerprint = flow_module.code_fingerprint()
+    assert len(fingerprint) == 64 and fingerprint == flow_module.code_fingerprint()
+    monkeypatch.setattr(flow_module, "code_fingerprint", lambda: "0" * 64)  # an edited estimator, say
+    assert [o.status for o in run_flow(load_config(flow))] == ["done"]

@@ -22,7 +22,7 @@ from typing import Any, ContextManager, Iterator, Optional
 
 import numpy as np
 
-from potatura.artifacts import atomic_path, read_json
+from potatura.artifacts import atomic_path, npz_read_error, read_json
 from potatura.bench.config import BenchConfig
 from potatura.bench.harness import LatencyPoint, Skipped, Target, TargetResult, torch_threads
 from potatura.errors import DataError
@@ -321,7 +321,7 @@ def load_inputs(golden: Path) -> np.ndarray:
                 raise DataError(f"{golden}: no 'x' array (inputs); arrays: {', '.join(data.files)}")
             x = np.asarray(data["x"], dtype=np.float32)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{golden}: not a readable .npz file: {exc}") from None
+        raise npz_read_error(golden, exc) from None
     if len(x) == 0:
         raise DataError(f"{golden}: 'x' holds no samples")
     return x
@@ -518,7 +518,7 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
             continue
         url = cfg.board_url or os.environ.get("POTATURA_BOARD")
         if family == "measured" and not url:
-            skipped.append(Skipped("measured", "no board agent: set bench.board_url or $POTATURA_BOARD"))
+            skipped.append(Skipped("fpga board", "no board agent: set bench.board_url or $POTATURA_BOARD"))
         elif not bundles:
             skipped.append(Skipped(family, f"no deploy bundles in {run_dir / 'deploy'}"))
         else:

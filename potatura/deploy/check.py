@@ -77,7 +77,8 @@ def run_check(client: BoardClient, bundle_dir, batch_sizes=(1, 8, 32), iteration
         parts = []
         for row in bench["rows"]:
             parts.append(f"batch {row['batch']}: hw {row['hardware_s']['p50'] * 1e6:.1f} us "
-                         f"({bench['hardware_source']}), e2e {row['end_to_end_s']['p50'] * 1e3:.2f} ms (measured)")
+                         f"({bench['hardware_source']}), e2e {row['end_to_end_s']['p50'] * 1e3:.2f} ms "
+                         f"({'measured' if bench['hardware_source'] == 'measured' else 'emulated'})")
         return "; ".join(parts), bench
 
     def soak():

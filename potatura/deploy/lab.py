@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 from potatura.deploy.errors import DeployError, LinkError
 
@@ -101,9 +101,3 @@ class LabgridBoard:
                 time.sleep(5)
         self.start_agent()
 
-
-def recover_with(board: Optional[LabgridBoard]):
-    """A run_check `recover` callback: power-cycle a labgrid board after a hang (None: no recovery)."""
-    if board is None:
-        return None
-    return board.power_cycle

@@ -132,7 +132,16 @@ def _line(r: dict) -> str:
     cyc = f", {cycles[0]:,} simulated cycles at {r['clock_mhz']:g} MHz" if cycles else ""
     return (f"{head}: golden {g['exact']}/{g['samples']} bit-exact on the {where}; hardware-only latency "
             f"{hw_s * 1e6:.2f} us (batch {row1['batch']}, {bench['hardware_source']}{cyc}); end-to-end "
-            f"{row1['end_to_end_s']['p50'] * 1e3:.2f} ms (measured on the agent's host)")
+            f"{row1['end_to_end_s']['p50'] * 1e3:.2f} ms ({end_to_end_kind(bench)})")
+
+
+def end_to_end_kind(bench: dict) -> str:
+    """The label of an agent's end-to-end time: measured on a real board; on the emulated board the
+    wall clock times potatura's simulator behind the agent, not a board, so it is emulated (as bench
+    labels it)."""
+    if bench.get("hardware_source") == "measured" and bench.get("device") != "emulated":
+        return "measured"
+    return "emulated: wall clock of the emulated board on this host"
 
 
 def _markdown(report: dict) -> str:

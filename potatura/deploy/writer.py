@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from potatura import __version__
-from potatura.artifacts import atomic_path, file_sha256, read_json, write_json, write_text
+from potatura.artifacts import atomic_path, file_sha256, npz_read_error, read_json, write_json, write_text
 from potatura.deploy import bundle as bundles
 from potatura.errors import DataError, UnsupportedError
 
@@ -50,7 +50,7 @@ def golden_codes(golden_path: Path, acc, samples: Optional[int]) -> tuple[np.nda
         with np.load(golden_path, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
     except (OSError, ValueError) as exc:
-        raise DataError(f"{golden_path}: not a readable .npz file: {exc}") from None
+        raise npz_read_error(golden_path, exc) from None
     if "x" not in arrays and "x_codes" not in arrays:
         raise DataError(f"{golden_path}: neither x nor x_codes (golden inputs); arrays: {', '.join(arrays)}")
     n = len(arrays.get("x_codes", arrays.get("x")))

@@ -35,6 +35,7 @@ import numpy as np
 
 from potatura.errors import DataError
 from potatura.hw.types import FixedType
+from potatura.artifacts import npz_read_error
 
 DESIGN_FORMAT = "potatura-design/1"
 DESIGN_FILE = "design.json"
@@ -552,7 +553,7 @@ def load_design(project_dir: str | os.PathLike) -> Design:
             with np.load(weights, allow_pickle=False) as data:
                 arrays = {k: np.asarray(data[k]) for k in data.files}
         except (OSError, ValueError) as exc:
-            raise DataError(f"{weights}: not a readable .npz file: {exc}") from None
+            raise npz_read_error(weights, exc) from None
     try:
         graph = Graph.from_dict(doc["graph"], arrays)
         graph.validate()

@@ -203,3 +203,17 @@ def backend_config_class(name: str):
     """The pydantic class of `hwgen.backends.<name>` (None: the backend takes no options)."""
     spec = get_spec(name)
     return _resolve(spec.config) if spec.config else None
+
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def render_template(name: str, values: dict) -> str:
+    """A file of hwgen/templates with every @@KEY@@ replaced by values[KEY] (str()); a placeholder
+    left unfilled is an error, so a generated project never carries one."""
+    text = (TEMPLATES / name).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", str(value))
+    if "@@" in text:
+        raise RuntimeError(f"template {name}: unfilled placeholder near {text[text.index('@@'):][:40]!r}")
+    return text

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from potatura import formats
-from potatura.artifacts import write_json, write_text
+from potatura.artifacts import npz_read_error, write_json, write_text
 from potatura.boards.catalog import get_board
 from potatura.errors import DataError, PotaturaError, UnsupportedError
 from potatura.flow import Input, Output, Progress, Stage, StageContext
@@ -44,7 +44,7 @@ def load_golden(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             else:
                 y = np.asarray(data["y"]) if "y" in data else None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz file: {exc}") from None
+        raise npz_read_error(path, exc) from None
     return x, y
 
 

@@ -317,12 +317,6 @@ class Network:
             self._add("axi_out", "axi_out", [Step(total, total, (f,), ())], graph.output.layer, total, total)
 
     # --- lookups ---
-    def fifo_index(self, name: str) -> int:
-        for i, f in enumerate(self.fifos):
-            if f.name == name:
-                return i
-        raise KeyError(f"no FIFO {name!r}; FIFOs: {', '.join(f.name for f in self.fifos)}")
-
     def module_index(self, name: str) -> int:
         for i, m in enumerate(self.modules):
             if m.name == name:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from potatura.artifacts import read_json, write_json, write_text
+from potatura.artifacts import npz_read_error, read_json, write_json, write_text
 from potatura.errors import DataError
 from potatura.flow import Stage, StageContext
 
@@ -40,7 +40,7 @@ def load_golden_codes(path: Path, acc, samples: Optional[int]) -> tuple[np.ndarr
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz file: {exc}") from None
+        raise npz_read_error(path, exc) from None
     n = samples
     if "x_codes" in arrays:
         x = arrays["x_codes"][:n].astype(np.int64).reshape(-1, *acc.input_shape)

@@ -35,7 +35,14 @@ def sweep(
 
     def progress(result: dict) -> None:
         m = result.get("metrics") or {}
-        shown = ", ".join(f"{o.metric} {m[o.metric]:.4g}" for o in loaded.config.objective_list()
+        sources = result.get("sources") or {}
+
+        def labelled(metric: str) -> str:
+            # the first word of its source: measured, simulated, estimated, computed
+            kind = (sources.get(metric) or "").split(" ")[0]
+            return f"{metric} {m[metric]:.4g}" + (f" ({kind})" if kind else "")
+
+        shown = ", ".join(labelled(o.metric) for o in loaded.config.objective_list()
                           if isinstance(m.get(o.metric), (int, float)))
         cached = [s for s, r in (result.get("stages") or {}).items() if r.get("cached")]
         console.print(f"trial {result['number']}: {result['status']}"

@@ -49,7 +49,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "max_fraction": ("minimize", "the largest of the four resource fractions"),
 }
 HARDWARE_METRICS = {m for m in METRICS if m not in ("accuracy", "float_accuracy", "weight_bytes")}
-SAMPLERS = ("nsga2", "tpe", "random", "grid")
 
 
 def _known_metric(name: str) -> str:

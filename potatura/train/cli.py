@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
         for name, layer in report["entropy"]["layers"].items():
             mean = "-" if layer["mean_bits"] is None else f"{layer['mean_bits']:.3f}"
             console.print(f"{name}: {layer['units']} units, mean PSP entropy {mean} bits of "
-                          f"{report['entropy']['max_bits']} ({layer['pruned_units']} pruned units left out)")
+                          f"{report['entropy']['max_bits']} ({layer['pruned_units']} pruned units left out; measured on the "
+                          f"{split} split)")
         sharp = report["sharpness"]
         console.print(f"sharpness: loss {sharp['loss']:.4f}, mean increase {sharp['mean_increase']:.4f} "
                       f"(alpha {sharp['alpha']}, {sharp['trials']} trials; measured on the {split} split)")

@@ -56,13 +56,10 @@ def resolve_io_type(net: QuantizedNetwork, io_type: str) -> str:
     return io_type
 
 
-def _render(template: str, values: dict) -> str:
-    text = (TEMPLATES / template).read_text()
-    for key, value in values.items():
-        text = text.replace(f"@@{key}@@", str(value))
-    if "@@" in text:
-        raise RuntimeError(f"template {template}: unfilled placeholder near {text[text.index('@@'):][:40]!r}")
-    return text
+def _render(name: str, values: dict) -> str:
+    from potatura.hwgen.backend import render_template
+
+    return render_template(name, values)
 
 
 def _patch_part(project_dir: Path, board: Board) -> None:

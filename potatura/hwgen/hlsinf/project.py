@@ -67,12 +67,9 @@ class CsimResult:
 
 
 def _render(name: str, values: dict) -> str:
-    text = (TEMPLATES / name).read_text()
-    for key, value in values.items():
-        text = text.replace(f"@@{key}@@", str(value))
-    if "@@" in text:
-        raise RuntimeError(f"template {name}: unfilled placeholder near {text[text.index('@@'):][:40]!r}")
-    return text
+    from potatura.hwgen.backend import render_template
+
+    return render_template(f"hlsinf/{name}", values)
 
 
 def input_codes(graph: Graph, x: np.ndarray) -> np.ndarray:
