@@ -50,8 +50,19 @@ def test_full_demo_prunes_and_verifies(tmp_path):
     hwgen = json.loads((run / "hwgen" / "report.json").read_text())
     csim = hwgen["projects"][0]["csim"]
     assert csim["exact_matches"] == csim["samples"] > 0
-    for stage in ("train", "simplify", "quant", "hwgen"):
+    sim = json.loads((run / "sim" / "pynq-z2" / "hls4ml" / "report.json").read_text())
+    assert sim["outputs"]["exact_matches"] == sim["outputs"]["samples"] > 0
+    assert sim["cycles"]["latency_cycles"] > 0 and sim["cycles"]["interval_cycles"] > 0
+    deploy = json.loads((run / "deploy" / "pynq-z2" / "hls4ml.result.json").read_text())
+    assert deploy["target"] == "emulated" and deploy["golden"]["exact"] == deploy["golden"]["samples"] > 0
+    assert deploy["golden"]["timing"]["source"] == "emulated"
+    latency = json.loads((run / "bench" / "latency.json").read_text())
+    kinds = {r["name"]: r["kind"] for r in latency["results"]}
+    assert kinds["fpga pynq-z2/hls4ml simulated"] == "simulated" and kinds["torch float"] == "measured"
+    assert (run / "bench" / "report.html").stat().st_size > 10_000
+    for stage in ("train", "simplify", "quant", "hwgen", "sim", "deploy", "bench"):
         assert f"{stage}:" in proc.stdout
+    assert "report runs/demo/bench/report.html" in proc.stdout.replace("\n", " ")
 
 
 def test_bad_set_option_is_one_line():
