@@ -7,6 +7,7 @@ the same stage: the second one copies the first one's outputs instead.
 
     <cache_dir>/<stage>/<input hash>/out/          a copy of the stage's folder (run_dir/<stage>)
     <cache_dir>/<stage>/<input hash>/record.json   its manifest record (outputs with sha256)
+    <cache_dir>/<stage>/<input hash>/source.json   {"run_dir": absolute path of the run directory it came from}
     <cache_dir>/<stage>/<input hash>.lock          held while one process computes that entry
 
 The API is two calls used by the flow runner around a stage:
@@ -22,12 +23,18 @@ its keys with release(); a process that exits frees them anyway.
 
 Entries are written to a temporary folder and renamed into place, so a reader never sees half
 an entry; restored outputs are checked against the recorded sha256 before use.
+
+Stages write their own run directory's path into text outputs (hls4ml_config.yml's OutputDir,
+hwgen's report.json). On restore into another run directory, occurrences of the source run
+directory's absolute path in the restored text files (utf-8) become the destination's, and the
+sha256 of the outputs in the returned record are recomputed; binary files are copied as they are.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -102,18 +109,60 @@ def restore(cache_dir: os.PathLike | str, stage: str, input_hash: str, run_dir: 
     out_dir = run_dir / stage
     tmp = run_dir / f".{stage}.restore-{uuid.uuid4().hex[:8]}"
     shutil.copytree(entry / "out", tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
     for out in record["outputs"].values():
-        path = run_dir / out["path"]
+        path = tmp / Path(out["path"]).relative_to(stage)
         if not path.exists() or tree_sha256(path) != out["sha256"]:
             # A damaged entry: drop it and let the stage run.
-            shutil.rmtree(out_dir, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(entry, ignore_errors=True)
             _lock(cache_dir, stage, input_hash)
             return None
+    record = dict(record)
+    if _rewrite_paths(tmp, _source_run_dir(entry), run_dir):
+        record["outputs"] = {k: dict(out, sha256=tree_sha256(tmp / Path(out["path"]).relative_to(stage)))
+                             for k, out in record["outputs"].items()}
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
     return dict(record, cache={"key": f"{stage}/{input_hash}", "source_seconds": record.get("seconds")})
+
+
+def _source_run_dir(entry: Path) -> dict:
+    """{"run_dir": resolved path, "run_dir_absolute": as given, made absolute} of the run
+    directory an entry came from; {} for an entry stored before source.json existed."""
+    try:
+        value = read_json(entry / "source.json")
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(v, str) and v} if isinstance(value, dict) else {}
+
+
+def _rewrite_paths(folder: Path, source: dict, run_dir: Path) -> bool:
+    """Replace the source run directory's absolute path (resolved, and as it was given) with
+    run_dir's in every utf-8 text file under `folder`; a path followed by more of a name (trials/1
+    in trials/10) is left alone. Returns whether any file changed."""
+    dest = {"run_dir": str(Path(run_dir).resolve()), "run_dir_absolute": os.path.abspath(run_dir)}
+    pairs = {source[k]: dest[k] for k in dest if k in source and source[k] != dest[k]}
+    if not pairs:
+        return False
+    pattern = re.compile("|".join(re.escape(s) for s in sorted(pairs, key=len, reverse=True)) + r"(?![\w.-])")
+    needles = [s.encode() for s in pairs]
+    changed = False
+    for p in folder.rglob("*"):
+        if not p.is_file() or p.is_symlink():
+            continue
+        data = p.read_bytes()
+        if not any(n in data for n in needles):
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # a binary (a compiled library, a bitstream): left as it is
+        new = pattern.sub(lambda m: pairs[m.group(0)], text)
+        if new != text:
+            p.write_bytes(new.encode("utf-8"))
+            changed = True
+    return changed
 
 
 def store(cache_dir: os.PathLike | str, stage: str, input_hash: str, run_dir: os.PathLike | str,
@@ -138,6 +187,7 @@ def store(cache_dir: os.PathLike | str, stage: str, input_hash: str, run_dir: os
         shutil.copytree(out_dir, tmp / "out")
         clean = {k: v for k, v in record.items() if k != "cache"}
         write_json(tmp / "record.json", clean)
+        write_json(tmp / "source.json", {"run_dir": str(run_dir.resolve()), "run_dir_absolute": os.path.abspath(run_dir)})
         if entry.exists():  # a damaged entry (no record): replace it
             shutil.rmtree(entry)
         try:

@@ -113,6 +113,7 @@ class Target:
 
     name: str = "target"
     kind: str = "measured"
+    required: Optional[str] = None  # set: asked for by the user (what asked, for the error); its failure fails the bench
     device: str = "cpu"
     description: str = ""
     threads: Optional[int] = None
@@ -191,19 +192,27 @@ def run_targets(targets: list[Target], batch_sizes: list[int], iterations: int, 
     """Measure every target in turn (never two at once: they would share the cores).
 
     A target that fails while running (a board agent that went away, a GPU error) becomes a
-    Skipped entry with the error, so one target cannot hide the figures of the others.
+    Skipped entry with the error, so one target cannot hide the figures of the others; except a
+    target the user asked for by name (`required`: a board agent at bench.board_url or
+    $POTATURA_BOARD), whose failure raises a one-line PotaturaError naming it and the reason.
     """
+    from potatura.errors import PotaturaError
+
     results: list[TargetResult] = []
     skipped: list[Skipped] = []
-    for target in targets:
+    for i, target in enumerate(targets):
         if on_target is not None:
             on_target(target)
         try:
             results.extend(target.measure(batch_sizes, iterations, warmup, max_seconds))
         except Exception as exc:  # any failure of one target is reported, not raised
             first = str(exc).splitlines()[0] if str(exc) else ""
-            skipped.append(Skipped(target.name, f"failed while measuring: {type(exc).__name__}"
-                                                + (f": {first}" if first else "")))
+            reason = type(exc).__name__ + (f": {first}" if first else "")
+            if getattr(target, "required", None):
+                for rest in targets[i + 1:]:
+                    rest.close()
+                raise PotaturaError(f"bench: {target.name}: {target.required} failed: {reason}") from None
+            skipped.append(Skipped(target.name, f"failed while measuring: {reason}"))
         finally:
             target.close()
     return results, skipped

@@ -182,8 +182,10 @@ class BoardTarget(Target):
     device = "fpga"
 
     def __init__(self, name: str, bundle_dir: Path, kind: str, url: Optional[str] = None,
-                 token: Optional[str] = None):
+                 token: Optional[str] = None, requested_by: Optional[str] = None):
         self.name, self.kind = name, kind
+        # What asked for this board (bench.board_url, $POTATURA_BOARD): its failure fails the bench.
+        self.required = f"the board agent at {url} ({requested_by})" if requested_by else None
         self.bundle_dir = Path(bundle_dir)
         self.url, self.token = url, token
         self._stop = None
@@ -200,6 +202,7 @@ class BoardTarget(Target):
             client = BoardClient(self.url, self.token)
         else:
             client = BoardClient(self.url, self.token)
+            client.info()  # an unreachable agent is named as such before the bundle is checked and packed
             client.deploy(self.bundle_dir)
         return client
 
@@ -517,6 +520,7 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
                                                    path, answer))
             continue
         url = cfg.board_url or os.environ.get("POTATURA_BOARD")
+        requested_by = "bench.board_url" if cfg.board_url else "$POTATURA_BOARD"
         if family == "measured" and not url:
             skipped.append(Skipped("fpga board", "no board agent: set bench.board_url or $POTATURA_BOARD"))
         elif not bundles:
@@ -530,5 +534,5 @@ def discover_targets(run_dir: Path, cfg: BenchConfig, out_dir: Path) -> tuple[li
                     url = url if "://" in url else f"http://{url}"
                     where = str(bundle.relative_to(run_dir / "deploy"))
                     targets.append(BoardTarget(f"fpga {where} board", bundle, "measured", url,
-                                               os.environ.get(cfg.token_env)))
+                                               os.environ.get(cfg.token_env), requested_by=requested_by))
     return targets, skipped, exports

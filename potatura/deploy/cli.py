@@ -81,6 +81,7 @@ def _check(console, cfg, url: str, token: Optional[str], bundle: Optional[Path],
             raise ConfigError(f"--check: no bundle in {deploy_dir}; run `potatura deploy --bundle-only` or pass --bundle")
         bundle = found[0]
     stop = None
+    where = "the emulated board" if url == "emulated" else url  # not the emulated agent's random port
     if url == "emulated":
         from potatura.deploy.emulated import start_emulated_agent
 
@@ -98,6 +99,11 @@ def _check(console, cfg, url: str, token: Optional[str], bundle: Optional[Path],
     if junit is not None:
         junit_xml(steps, junit)
         console.print(f"JUnit XML: {junit}")
-    failed = [s.name for s in steps if not s.passed]
+    failed = [s for s in steps if not s.passed]
     if failed:
-        raise PotaturaError(f"HIL check of {url}: {', '.join(failed)} failed")
+        first = failed[0]
+        why = (first.error or first.detail).splitlines()[0]
+        if len(failed) == 1:
+            raise PotaturaError(f"HIL check of {where}: {first.name} failed: {why}")
+        raise PotaturaError(f"HIL check of {where}: {', '.join(s.name for s in failed)} failed; "
+                            f"{first.name}: {why}")

@@ -211,3 +211,41 @@ def test_the_emulated_board_behind_pynq_is_labelled_emulated_not_measured(tmp_pa
     found, _, _ = discover_targets(tmp_path, BenchConfig(targets=["emulated"]), tmp_path / "bench")
     assert [(t.name, t.kind) for t in found] == [("fpga pynq-z2/hls4ml emulated", "emulated")]
     assert discover_targets(tmp_path, BenchConfig(targets=["measured"]), tmp_path / "bench")[0] == []
+
+
+@pytest.mark.parametrize("via", ["flow", "env"])
+def test_an_explicitly_requested_board_that_cannot_be_reached_fails_the_bench(tmp_path, monkeypatch, via):
+    """bench.board_url / $POTATURA_BOARD name a board: an unreachable agent is an error naming the
+    URL and why, not a "not measured" line (CUDA absent, a discovered target, still is one)."""
+    import socket
+
+    from potatura.artifacts import write_json
+    from potatura.bench.config import BenchConfig
+    from potatura.bench.stage import run_bench
+    from potatura.errors import PotaturaError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    np.savez(tmp_path / "golden.npz", x=np.zeros((2, 1, 8, 8), np.float32))
+    write_json(tmp_path / "manifest.json", {"stages": {"quant": {"status": "done",
+                                                                 "outputs": {"golden": {"path": "golden.npz"}}}}})
+    write_json(tmp_path / "deploy" / "pynq-z2" / "hls4ml" / "manifest.json", {"format": "bundle"})
+    if via == "flow":
+        monkeypatch.delenv("POTATURA_BOARD", raising=False)
+        cfg = BenchConfig(targets=["measured", "cuda"], board_url=f"127.0.0.1:{port}")
+    else:
+        monkeypatch.setenv("POTATURA_BOARD", f"127.0.0.1:{port}")
+        cfg = BenchConfig(targets=["measured", "cuda"])
+    with pytest.raises(PotaturaError) as err:
+        run_bench(tmp_path, cfg, tmp_path / "bench")
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"the board agent at http://127.0.0.1:{port} ({'bench.board_url' if via == 'flow' else '$POTATURA_BOARD'})" in message
+    assert "cannot reach the agent" in message and "fpga pynq-z2/hls4ml board" in message
+    # Without a board asked for, the same run directory benches with the board in the not-measured list.
+    monkeypatch.delenv("POTATURA_BOARD", raising=False)
+    out = run_bench(tmp_path, BenchConfig(targets=["measured"]), tmp_path / "bench2")
+    from potatura.artifacts import read_json
+    skipped = read_json(out["latency"])["skipped"]
+    assert [s["name"] for s in skipped] == ["fpga board"]

@@ -297,3 +297,17 @@ def test_hil_check_recovers_a_hang_through_its_recover_callback(agent, bundle):
     golden = steps[1]
     assert golden.passed and golden.data["recovered_from"] == "AcceleratorHangError"
     assert all(s.passed for s in steps)
+
+
+def test_check_of_the_emulated_board_names_it_and_says_why_the_deploy_failed(tmp_path):
+    """`potatura deploy --check emulated` with a folder that is not a bundle: the error names the
+    emulated board (not its agent's random local address) and the reason."""
+    not_a_bundle = tmp_path / "empty"
+    not_a_bundle.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "potatura", "deploy", "--check", "emulated", "--bundle",
+                           str(not_a_bundle)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: HIL check of the emulated board: deploy failed: BundleError: {not_a_bundle}: no manifest.json "
+        f"(not a deploy bundle)"), proc.stderr
+    assert "127.0.0.1" not in proc.stderr

@@ -65,3 +65,31 @@ def test_six_trial_sweep_on_two_workers_trains_each_config_once(write_sweep, cli
     for r in outcome.trials:
         quant = read_json(sweep_dir / "trials" / str(r["number"]) / "quant" / "summary.json")
         assert r["metrics"]["accuracy"] == quant["accuracy"]["test"]["quantized"]
+
+
+def test_a_restored_stage_names_its_own_run_directory_and_stays_intact(tmp_path):
+    """Stage outputs that name their run directory (as hwgen's report.json and hls4ml_config.yml
+    do) are rewritten on restore; the next run sees the restored stage as intact and skips it."""
+    import subprocess
+
+    from potatura.artifacts import tree_sha256, write_json
+
+    cache = tmp_path / "cache"
+    flow = dict(FLOW, stages=["train", "simplify"])
+    run_flow(load_config(None, dict(flow, name="a", runs_dir=str(tmp_path))), show_progress=False, stage_cache=cache)
+    a = (tmp_path / "a").resolve()
+    # Make the cached simplify entry name run a, as hwgen's entries do.
+    entry = next((cache / "simplify").glob("[0-9a-f]*[0-9a-f]"))
+    record = read_json(entry / "record.json")
+    note = entry / "out" / "report.json"
+    write_json(note, {"run_dir": str(a), "model": f"{a}/train/model.pt"})
+    record["outputs"]["report"] = {"path": "simplify/report.json", "sha256": tree_sha256(note)}
+    write_json(entry / "record.json", record)
+
+    second = load_config(None, dict(flow, name="b", runs_dir=str(tmp_path)))
+    assert [o.status for o in run_flow(second, show_progress=False, stage_cache=cache)] == ["cached", "cached"]
+    b = tmp_path / "b"
+    grep = subprocess.run(["grep", "-rlI", str(a), str(b / "train"), str(b / "simplify")], capture_output=True, text=True)
+    assert grep.stdout == "", f"files naming run a: {grep.stdout}"
+    assert read_json(b / "simplify" / "report.json") == {"run_dir": str(b.resolve()), "model": f"{b.resolve()}/train/model.pt"}
+    assert [o.status for o in run_flow(second, show_progress=False, stage_cache=cache)] == ["skipped", "skipped"]

@@ -87,3 +87,28 @@ def test_cache_dir_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(stagecache.ENV_VAR, str(tmp_path / "c"))
     assert stagecache.cache_dir_from() == tmp_path / "c"
     assert stagecache.cache_dir_from(tmp_path / "x") == tmp_path / "x"
+
+
+def test_restore_rewrites_the_source_run_directory_in_text_files(tmp_path):
+    """A stage that writes its own run directory into its outputs (hls4ml_config.yml's OutputDir,
+    hwgen's report.json): restored elsewhere, the files name the new run directory, not the old one."""
+    cache, run_a, run_b = tmp_path / "cache", tmp_path / "trials" / "1", tmp_path / "trials" / "2"
+    record = _stage_dir(run_a, payload=b"\x00\xffbinary " + str(run_a.resolve()).encode() + b"\xfe")
+    config = run_a / "train" / "sub" / "config.yml"
+    config.write_text(f"OutputDir: {run_a.resolve()}/train/project\nOther: {run_a.resolve()}0/x\n")
+    record["outputs"]["config"] = {"path": "train/sub/config.yml", "sha256": tree_sha256(config)}
+    stagecache.store(cache, "train", HASH, run_a, record)
+    run_b.mkdir(parents=True)
+    got = stagecache.restore(cache, "train", HASH, run_b)
+    restored = (run_b / "train" / "sub" / "config.yml").read_text()
+    assert restored == f"OutputDir: {run_b.resolve()}/train/project\nOther: {run_a.resolve()}0/x\n"
+    # The binary is copied byte for byte; every output's sha256 is that of the restored file.
+    assert (run_b / "train" / "model.pt").read_bytes() == (run_a / "train" / "model.pt").read_bytes()
+    assert got["outputs"]["config"]["sha256"] == tree_sha256(run_b / "train" / "sub" / "config.yml")
+    assert got["outputs"]["config"]["sha256"] != record["outputs"]["config"]["sha256"]
+    assert got["outputs"]["model"] == record["outputs"]["model"]
+    # The cache entry itself is unchanged: a third run directory gets its own path too.
+    run_c = tmp_path / "trials" / "3"
+    run_c.mkdir()
+    stagecache.restore(cache, "train", HASH, run_c)
+    assert (run_c / "train" / "sub" / "config.yml").read_text().startswith(f"OutputDir: {run_c.resolve()}/train")
