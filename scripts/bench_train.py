@@ -121,7 +121,7 @@ def run_row(job: dict) -> dict:
     model = build_model("lenet5", data.input_shape, data.num_classes).to(job["device"])
     cfg = TrainConfig.model_validate(job["config"])
     if job["row"] == "magnitude-oneshot":
-        state = torch.load(job["start_from"], map_location=job["device"], weights_only=False)
+        state = torch.load(job["start_from"], map_location=job["device"], weights_only=True)
         model.load_state_dict(state)
     setup = build_pruning(cfg, model, data.input_shape)
     t0 = time.perf_counter()
