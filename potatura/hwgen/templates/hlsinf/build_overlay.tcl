@@ -39,7 +39,9 @@ if {$family eq "zynq-7000"} {
     set hp_slaves [list ps_0/S_AXI_HP0 ps_0/S_AXI_HP1 ps_0/S_AXI_HP2 ps_0/S_AXI_HP3]
 } else {
     apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e -config [list apply_board_preset $use_preset] $ps
-    set_property -dict [list CONFIG.PSU__USE__M_AXI_GP0 {1} CONFIG.PSU__USE__M_AXI_GP1 {0} \
+    # HPM1_FPD and HPM0_LPD (M_AXI_GP2) disabled: a preset may enable them, and an enabled master
+    # whose clock is left unconnected fails validate_bd_design (as in the hls4ml overlay).
+    set_property -dict [list CONFIG.PSU__USE__M_AXI_GP0 {1} CONFIG.PSU__USE__M_AXI_GP1 {0} CONFIG.PSU__USE__M_AXI_GP2 {0} \
         CONFIG.PSU__USE__S_AXI_GP2 {1} CONFIG.PSU__USE__S_AXI_GP3 {1} CONFIG.PSU__USE__S_AXI_GP4 {1} CONFIG.PSU__USE__S_AXI_GP5 {1} \
         CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $fclk_mhz] $ps
     set gp_master /ps_0/M_AXI_HPM0_FPD
