@@ -370,7 +370,7 @@ def _quiet_loggers(name: str) -> Iterator[None]:
 def hwgen_projects(run_dir: Path) -> list[dict]:
     """[{board, backend, path (absolute), fits}] of the run's hwgen stage ([] when it has not run),
     read the way the sim stage reads them (hwgen/index.json, else hwgen/report.json)."""
-    from potatura.sim.stage import hwgen_projects as read_projects
+    from potatura.hwgen.index import hwgen_projects as read_projects
 
     hwgen = run_dir / "hwgen"
     if not ((hwgen / "index.json").is_file() or (hwgen / "report.json").is_file()):

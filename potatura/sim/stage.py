@@ -17,21 +17,8 @@ import numpy as np
 
 from potatura.artifacts import npz_read_error, read_json, write_json, write_text
 from potatura.errors import DataError
+from potatura.hwgen.index import hwgen_projects
 from potatura.flow import Stage, StageContext
-
-
-def hwgen_projects(hwgen_dir: Path) -> list[dict]:
-    """[{board, backend, path, fits}] of a run's hwgen stage (index.json, else report.json)."""
-    index = hwgen_dir / "index.json"
-    if index.is_file():
-        run_dir = hwgen_dir.parent
-        return [{"board": e["board"], "backend": e["backend"], "path": run_dir / e["path"], "fits": e.get("fits", True)}
-                for e in read_json(index)]
-    report = hwgen_dir / "report.json"
-    if not report.is_file():
-        raise DataError(f"{hwgen_dir}: neither index.json nor report.json (run the hwgen stage)")
-    return [{"board": p["board"], "backend": p["backend"], "path": hwgen_dir / p["dir"], "fits": p.get("fits", True)}
-            for p in read_json(report)["projects"]]
 
 
 def load_golden_codes(path: Path, acc, samples: Optional[int]) -> tuple[np.ndarray, Optional[np.ndarray], str]:
