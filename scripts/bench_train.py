@@ -39,14 +39,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 FULL_MODE_NOTE = ("Full mode trains on all 54,000 Fashion-MNIST training images with the presets (dense 30 epochs, "
-                  "pruning rows 60). Measured: on 2 shared CPU cores about 1 minute per epoch per row, i.e. several "
-                  "hours; on one H200 GPU with the rows in parallel processes (run_row of this script, 7 runs sharing "
-                  "the GPU) 5.1 s per epoch per run: 323 s for a 60-epoch pruning row, about 7 minutes in all.")
+                  "pruning rows 60). Measured on 2 shared CPU cores, 1 thread per run, two runs at a time: about 17 s "
+                  "per epoch per SeReNe bounded run, 17-22 minutes for a 60-epoch pruning row (the preset's "
+                  "shrink_every makes later epochs faster), 11 minutes for the dense row; SeReNe full costs about "
+                  "7x an SGD epoch on CPU. `--rows` trains a subset (dense is always one). On one H200 GPU an earlier "
+                  "version took 5.1 s per epoch per run with 7 runs sharing the GPU.")
 
-ROWS = ("dense", "serene-bounded", "serene-full", "lobster", "magnitude-oneshot")
+ROWS = ("dense", "serene-bounded", "serene-paper", "serene-full", "lobster", "magnitude-oneshot")
 ROW_TITLES = {
     "dense": "dense baseline (plain SGD)",
-    "serene-bounded": "SeReNe bounded",
+    "serene-bounded": "SeReNe bounded (the preset)",
+    "serene-paper": "SeReNe bounded, the paper's form (parameter thresholds, relu(1 - S), every step)",
     "serene-full": "SeReNe full",
     "lobster": "LOBSTER",
     "magnitude-oneshot": "one-shot L1 structured + fine-tune",
@@ -64,7 +67,7 @@ def mode_settings(dataset: str, quick: bool) -> dict:
         pruning = {"epochs": epochs, "finetune_epochs": 4, "pwe": 1, "lmbda": 5e-3}
         return {
             "data": {"dataset": dataset, "limit_train": limit},
-            "rows": {"dense": {"epochs": epochs}, "serene-bounded": pruning, "serene-full": pruning,
+            "rows": {"dense": {"epochs": epochs}, "serene-bounded": pruning, "serene-paper": pruning, "serene-full": pruning,
                      "lobster": pruning},
             "note": f"QUICK: {limit:,} of the 60,000 training images ({int(limit * 0.9):,} train / {int(limit * 0.1):,} "
                     f"val), {epochs} epochs per method, lambda 5e-3, pwe 1; test on all 10,000 test images",
@@ -77,11 +80,14 @@ def row_config(row: str, dataset: str, overrides: dict):
     from potatura.train.config import TrainConfig
     from potatura.train.presets import resolve_train_config
 
-    method = {"dense": "none", "serene-bounded": "serene", "serene-full": "serene", "lobster": "lobster",
-              "magnitude-oneshot": "magnitude-oneshot"}[row]
+    method = {"dense": "none", "serene-bounded": "serene", "serene-paper": "serene", "serene-full": "serene",
+              "lobster": "lobster", "magnitude-oneshot": "magnitude-oneshot"}[row]
     fields = {"method": method}
     if row == "serene-full":
         fields["sensitivity"] = "full"
+    if row == "serene-paper":
+        # The paper's SeReNe whatever the preset says (potatura/train/presets.py may choose variants).
+        fields.update({"threshold": "parameters", "sensitivity_norm": "none", "sensitivity_every": 1})
     fields.update(overrides)
     cfg = TrainConfig(**fields)
     resolved, _ = resolve_train_config(cfg, "lenet5", dataset)
@@ -164,7 +170,7 @@ def run_row(job: dict) -> dict:
 
 
 def timing_pass(dataset: str, data_opts: dict, device: str, threads: int, batches: int, rounds: int,
-                counts: dict) -> dict:
+                counts: dict, rows: tuple = ROWS) -> dict:
     """Seconds per training epoch of each method, from `batches` minibatches timed `rounds` times,
     the methods alternating so that CPU contention hits them alike. Minimum over rounds."""
     import torch
@@ -177,7 +183,7 @@ def timing_pass(dataset: str, data_opts: dict, device: str, threads: int, batche
     data = _load_data(data_opts, device)
     per_epoch_batches = None
     methods = {}
-    for row in ROWS:
+    for row in rows:
         extra = {"keep_neurons": counts} if row == "magnitude-oneshot" else {}
         cfg = row_config(row, dataset, extra)
         per_epoch_batches = -(-len(data.y_train) // cfg.batch_size)
@@ -191,7 +197,7 @@ def timing_pass(dataset: str, data_opts: dict, device: str, threads: int, batche
             h.on_run_start(loop)
             h.on_train_start(loop)
         methods[row] = (loop, n // cfg.batch_size or 1)
-    times = {row: [] for row in ROWS}
+    times = {row: [] for row in rows}
     order = list(methods)
     for r in range(rounds + 1):  # round 0 warms up
         order = order[1:] + order[:1]  # rotate: no method is always first after another
@@ -223,7 +229,7 @@ def table(dataset: str, note: str, results: dict, timing: dict, device: str) -> 
              "s/epoch (in run) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     dense_neurons = layer_counts({k: [v[1], v[1]] for k, v in results["dense"]["neurons"].items()})
-    for row in ROWS:
+    for row in (r for r in ROWS if r in results):
         r = results[row]
         t = timing.get(row, {})
         lines.append(
@@ -244,14 +250,14 @@ NEQ_GROUP = {
     "dense + NEq (paper velocity)": ("dense", {"neq": {"timing_batches": 0}}),
     "dense + NEq (code velocity)": ("dense", {"neq": {"velocity": "code", "timing_batches": 0}}),
     "dense + random freezing (NEq's fraction)": ("dense", {"neq": {"baseline": "random", "timing_batches": 0}}),
-    "SeReNe bounded": ("serene-bounded", {}),
-    "SeReNe bounded + NEq": ("serene-bounded", {"neq": {"timing_batches": 0}}),
+    "SeReNe bounded": ("serene-bounded", {"shrink_every": 0}),
+    "SeReNe bounded + NEq": ("serene-bounded", {"shrink_every": 0, "neq": {"timing_batches": 0}}),
 }
 SHRINK_GROUP = {
     "one-shot L1 25% neurons, masked": ("magnitude-oneshot", {"target_neurons_pct": 25.0, "oneshot_epoch": 1}),
     "one-shot L1 25% neurons, shrink every epoch": ("magnitude-oneshot", {"target_neurons_pct": 25.0,
                                                                           "oneshot_epoch": 1, "shrink_every": 1}),
-    "SeReNe bounded, masked": ("serene-bounded", {}),
+    "SeReNe bounded, masked": ("serene-bounded", {"shrink_every": 0}),
     "SeReNe bounded, shrink every 5 epochs": ("serene-bounded", {"shrink_every": 5}),
 }
 
@@ -409,7 +415,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench-out" / "train"))
     parser.add_argument("--no-extras", action="store_true", help="skip the NEq and shrink rows")
     parser.add_argument("--only-extras", action="store_true", help="only the NEq and shrink rows")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"method rows to train, comma-separated (dense is always one): {', '.join(ROWS)}")
     args = parser.parse_args(argv)
+    rows = tuple(r for r in ROWS if r in {x.strip() for x in args.rows.split(",")} | {"dense"})
+    unknown = {x.strip() for x in args.rows.split(",") if x.strip()} - set(ROWS)
+    if unknown:
+        parser.error(f"--rows: unknown row(s) {', '.join(sorted(unknown))}; known: {', '.join(ROWS)}")
+    if "magnitude-oneshot" in rows and "serene-bounded" not in rows:
+        parser.error("--rows: magnitude-oneshot prunes to serene-bounded's neuron counts: list serene-bounded too")
     if args.only_extras:
         return extras_main(args)
     threads = args.threads or max(1, (os.cpu_count() or 2) // max(1, args.jobs))
@@ -434,30 +448,35 @@ def main(argv=None) -> int:
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
-        first = {(d, row): pool.submit(run_row, job(d, row)) for d in datasets for row in ROWS[:4]}
+        trained = [r for r in rows if r != "magnitude-oneshot"]
+        first = {(d, row): pool.submit(run_row, job(d, row)) for d in datasets for row in trained}
         results = {d: {} for d in datasets}
         second = {}
         for d in datasets:
-            for row in ROWS[:4]:
+            for row in trained:
                 results[d][row] = first[(d, row)].result()
                 r = results[d][row]
                 print(f"[{time.perf_counter() - started:6.0f} s] {d} {row}: error {r['test_error_pct']:.2f}% "
                       f"params {r['parameters_pct']:.2f}% neurons {layer_counts(r['neurons'])}", flush=True)
+            if "magnitude-oneshot" not in rows:
+                continue
             serene = results[d]["serene-bounded"]
             counts = {k: max(1, v[0]) for k, v in serene["neurons"].items() if k != "fc2"}
             dense_lr = results[d]["dense"]["config"]
             extra = {"keep_neurons": counts, "epochs": serene["epochs"], "oneshot_epoch": 0,
                      "lr": dense_lr["lr"], "lr_schedule": dense_lr["lr_schedule"], "momentum": dense_lr["momentum"]}
             second[d] = pool.submit(run_row, job(d, "magnitude-oneshot", extra, start_from=results[d]["dense"]["weights"]))
-        for d in datasets:
+        for d in second:
             results[d]["magnitude-oneshot"] = second[d].result()
             r = results[d]["magnitude-oneshot"]
             print(f"[{time.perf_counter() - started:6.0f} s] {d} magnitude-oneshot: error {r['test_error_pct']:.2f}% "
                   f"params {r['parameters_pct']:.2f}% neurons {layer_counts(r['neurons'])}", flush=True)
     for d in datasets:
-        counts = {k: max(1, v[0]) for k, v in results[d]["serene-bounded"]["neurons"].items() if k != "fc2"}
+        pruned = results[d].get("serene-bounded") or results[d].get("serene-paper")
+        counts = ({k: max(1, v[0]) for k, v in pruned["neurons"].items() if k != "fc2"} if pruned
+                  else {"conv1": 10, "conv2": 25, "fc1": 250})
         timing = timing_pass(d, settings[d]["data"], args.device, args.timing_threads, args.timing_batches,
-                             args.timing_rounds, counts)
+                             args.timing_rounds, counts, rows)
         all_results[d] = {"rows": results[d], "timing": timing, "note": settings[d]["note"]}
         tables.append(table(d, settings[d]["note"], results[d], timing, args.device))
     if not args.no_extras:

@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
         neq: bool = typer.Option(False, "--neq", help="freeze neurons at equilibrium (NEq, default settings; "
                                  "tune with --set train.neq.eps=...)"),
         shrink_every: Optional[int] = typer.Option(None, help="remove dead neurons from the model every N epochs"),
+        threshold: Optional[str] = typer.Option(None, help="threshold rounds zero: parameters (the paper) | "
+                                                "neurons+parameters (whole neurons first)"),
+        sensitivity_norm: Optional[str] = typer.Option(None, help="SeReNe: none (the paper) | layer-max "
+                                                       "(relu(1 - S / max S of the layer))"),
         force: bool = typer.Option(False, "--force", help="train again even when a finished run has the same inputs"),
         sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override any flow field, e.g. --set train.lr=0.1"),
     ) -> None:
@@ -37,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
         options = {"method": method, "sensitivity": sensitivity, "lmbda": lmbda, "epochs": epochs, "twt": twt,
                    "pwe": pwe, "target_parameters_pct": target_params, "target_neurons_pct": target_neurons,
-                   "shrink_every": shrink_every}
+                   "shrink_every": shrink_every, "threshold": threshold, "sensitivity_norm": sensitivity_norm}
         extra = [f"train.{k}={v}" for k, v in options.items() if v is not None]
         # --neq first, so that --set train.neq.eps=... given with it still applies.
         cfg = _load(flow, (["train.neq={}"] if neq else []) + list(sets or []) + extra)

@@ -94,6 +94,19 @@ class TrainConfig(StrictModel):
     shrink_every: int = Field(0, ge=0, description="every N epochs physically remove dead neurons from the model "
                               "being trained (optimizer state carried over), so later epochs run on a smaller "
                               "network; 0: off (pruned neurons are only masked)")
+    threshold: Literal["parameters", "neurons+parameters"] = Field(
+        "parameters", description="what a plateau's threshold round zeroes: parameters (the papers: one global "
+        "magnitude threshold on every weight) or neurons+parameters (potatura's variant: first every neuron whose "
+        "incoming weights have an L2 norm below a bisected threshold, within neuron_share of the tolerated loss "
+        "rise, then the parameter threshold; the round still meets the loss bound)")
+    neuron_share: float = Field(0.5, gt=0, le=1, description="threshold neurons+parameters: the fraction of twt the "
+                                "neuron bisection may use")
+    sensitivity_norm: Literal["none", "layer-max"] = Field(
+        "none", description="SeReNe bounded/full: none (the paper: insensitivity relu(1 - S)) or layer-max "
+        "(potatura's variant: relu(1 - S / max S of the layer), so that the most sensitive neuron of each layer "
+        "is not shrunk and the others in proportion)")
+    sensitivity_every: int = Field(1, ge=1, description="SeReNe: compute the sensitivity every N steps and shrink "
+                                   "with the latest one in between (1: every step, the paper)")
     bn_sensitivity: Literal["per-sample", "batch"] = Field(
         "per-sample", description="SeReNe bounded/full on models with BatchNorm: per-sample (the paper: "
         "dy_b/dz_b with the batch statistics held fixed, one extra forward per step) or batch (the derivative "
@@ -143,6 +156,13 @@ class TrainConfig(StrictModel):
             bad = {k: v for k, v in self.keep_neurons.items() if v < 1}
             if bad:
                 raise ValueError(f"keep_neurons must keep at least 1 neuron per layer, got {bad}")
+        for name in ("sensitivity_norm", "sensitivity_every"):
+            if name in self.model_fields_set and self.method != "serene" and getattr(self, name) != \
+                    type(self).model_fields[name].default:
+                raise ValueError(f"{name} applies to method serene only (method is {self.method!r})")
+        if self.threshold != "parameters" and self.method not in ("serene", "lobster"):
+            raise ValueError(f"threshold {self.threshold!r} applies to methods serene and lobster "
+                             f"(method is {self.method!r})")
         if self.sensitivity != "bounded" and self.method not in ("serene",) and "sensitivity" in self.model_fields_set:
             raise ValueError(f"sensitivity {self.sensitivity!r} applies to method serene only (method is {self.method!r})")
         return self

@@ -12,7 +12,7 @@ from potatura.train.config import TrainConfig
 from potatura.train.lobster import LobsterRegularizer
 from potatura.train.loop import TrainHook
 from potatura.train.magnitude import OneShotMagnitudePruning, keep_counts
-from potatura.train.masks import head_name, layer_parameters, weight_parameters
+from potatura.train.masks import head_name, layer_parameters, prunable_neuron_layers, weight_parameters
 from potatura.train.neq import NEqFreezing
 from potatura.train.schedule import PruningSchedule
 from potatura.train.serene import SereneRegularizer
@@ -45,17 +45,21 @@ def build_pruning(cfg: TrainConfig, model: nn.Module, input_shape: tuple[int, ..
     if cfg.method in ("serene", "lobster"):
         if cfg.method == "serene":
             regularizer = SereneRegularizer(model, cfg.lmbda, cfg.sensitivity, head=head,
-                                            bn_sensitivity=cfg.bn_sensitivity)
+                                            bn_sensitivity=cfg.bn_sensitivity, normalize=cfg.sensitivity_norm,
+                                            every=cfg.sensitivity_every)
             threshold_params = weight_parameters(model)
         else:
             regularizer = LobsterRegularizer(model, cfg.lmbda)
             threshold_params = layer_parameters(model)
+        neuron_weights = ({f"{n}.weight": m.weight for n, m in prunable_neuron_layers(model, head)}
+                          if cfg.threshold == "neurons+parameters" else None)
         setup.schedule = PruningSchedule(
             model, regularizer, threshold_params, weight_parameters(model), input_shape, head,
             pwe=cfg.pwe, twt=cfg.twt, epochs=cfg.epochs, finetune_epochs=cfg.effective_finetune_epochs(),
             target_parameters_pct=cfg.target_parameters_pct, target_neurons_pct=cfg.target_neurons_pct, log=log,
             # Only a constant or plateau LR leaves the LR to the schedule; cosine/step keep their own curve.
-            anneal_finetune_lr=cfg.lr_schedule in ("constant", "plateau"))
+            anneal_finetune_lr=cfg.lr_schedule in ("constant", "plateau"),
+            neuron_weights=neuron_weights, neuron_share=cfg.neuron_share)
         setup.hooks.append(setup.schedule)
     elif cfg.method == "magnitude-oneshot":
         counts = keep_counts(model, head, cfg.keep_neurons, cfg.target_neurons_pct)

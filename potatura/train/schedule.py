@@ -137,6 +137,28 @@ class ThresholdSearch:
     trials: list = field(default_factory=list)  # [(T, loss)] in the order tried
 
 
+def _bisect(t_min: float, t_mean: float, t_max: float, loss_at: Callable[[float], float], bound: float,
+            rel_tol: float, min_step: float, max_trials: int, trials: list) -> tuple[float, float]:
+    """The paper's bisection on any monotone "zero what is below T" operation: returns (T, loss(T))."""
+    loss_mean = loss_at(t_mean)
+    if loss_mean <= bound:
+        a, b, loss_a, loss_b = t_mean, t_max, loss_mean, loss_at(t_max)
+    else:
+        a, b, loss_a, loss_b = t_min, t_mean, loss_at(t_min), loss_mean
+    previous_c: Optional[float] = None
+    while abs(loss_a - loss_b) >= rel_tol * bound and len(trials) < max_trials:
+        c = (a + b) / 2
+        if previous_c is not None and abs(c - previous_c) <= min_step:
+            break
+        previous_c = c
+        loss_c = loss_at(c)
+        if loss_c <= bound:
+            a, loss_a = c, loss_c
+        else:
+            b, loss_b = c, loss_c
+    return a, loss_a
+
+
 @torch.no_grad()
 def bisect_threshold(params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], val_loss: Callable[[], float],
                      bound: float, rel_tol: float = 0.05, min_step: float = 1e-10, max_trials: int = 64,
@@ -162,22 +184,57 @@ def bisect_threshold(params: Sequence[torch.Tensor], weights: Sequence[torch.Ten
         trials.append((t, loss))
         return loss
 
-    loss_mean = loss_at(t_mean)
-    if loss_mean <= bound:
-        a, b, loss_a, loss_b = t_mean, t_max, loss_mean, loss_at(t_max)
-    else:
-        a, b, loss_a, loss_b = t_min, t_mean, loss_at(t_min), loss_mean
-    previous_c: Optional[float] = None
-    while abs(loss_a - loss_b) >= rel_tol * bound and len(trials) < max_trials:
-        c = (a + b) / 2
-        if previous_c is not None and abs(c - previous_c) <= min_step:
-            break
-        previous_c = c
-        loss_c = loss_at(c)
-        if loss_c <= bound:
-            a, loss_a = c, loss_c
-        else:
-            b, loss_b = c, loss_c
+    a, loss_a = _bisect(t_min, t_mean, t_max, loss_at, bound, rel_tol, min_step, max_trials, trials)
+    return ThresholdSearch(a, loss_a, bound, len(trials), t_min, t_mean, t_max, trials)
+
+
+def neuron_norms(weight: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each neuron's incoming weights (a Linear row, a Conv2d filter): [out]."""
+    return weight.detach().reshape(weight.shape[0], -1).norm(dim=1)
+
+
+def neuron_norm_statistics(weights: Iterable[torch.Tensor]) -> Optional[tuple[float, float, float]]:
+    """(T_min, T_mean, T_max) over the non-zero neuron norms, T_mean the mean of each layer's mean."""
+    return magnitude_statistics(neuron_norms(w) for w in weights)
+
+
+@torch.no_grad()
+def zero_neurons_below_(weights: Iterable[torch.Tensor], threshold: float) -> int:
+    """Zero every neuron (whole weight row/filter) whose L2 norm is below threshold; returns how many
+    live neurons were zeroed."""
+    zeroed = 0
+    for w in weights:
+        norms = neuron_norms(w)
+        below = norms < threshold
+        zeroed += int((below & norms.gt(0)).sum())
+        w[below] = 0.0
+    return zeroed
+
+
+@torch.no_grad()
+def bisect_neuron_threshold(weights: Sequence[torch.Tensor], val_loss: Callable[[], float], bound: float,
+                            rel_tol: float = 0.05, min_step: float = 1e-10, max_trials: int = 64,
+                            ) -> Optional[ThresholdSearch]:
+    """The paper's bisection with neurons instead of parameters: the largest threshold T on the L2 norm
+    of a neuron's incoming weights such that zeroing every neuron below T keeps the validation loss
+    <= bound. Statistics over the live neurons of `weights` (the prunable layers, not the head).
+    Leaves the weights unchanged; None when no neuron is alive."""
+    stats = neuron_norm_statistics(weights)
+    if stats is None:
+        return None
+    t_min, t_mean, t_max = stats
+    backup = [w.detach().clone() for w in weights]
+    trials: list[tuple[float, float]] = []
+
+    def loss_at(t: float) -> float:
+        zero_neurons_below_(weights, t)
+        loss = _finite_or_inf(float(val_loss()))
+        for w, b in zip(weights, backup):
+            w.copy_(b)
+        trials.append((t, loss))
+        return loss
+
+    a, loss_a = _bisect(t_min, t_mean, t_max, loss_at, bound, rel_tol, min_step, max_trials, trials)
     return ThresholdSearch(a, loss_a, bound, len(trials), t_min, t_mean, t_max, trials)
 
 
@@ -194,11 +251,16 @@ class PruningSchedule(TrainHook):
                  pwe: int, twt: float, epochs: int, finetune_epochs: int = 0,
                  target_parameters_pct: Optional[float] = None, target_neurons_pct: Optional[float] = None,
                  val_loss: Optional[Callable[[], float]] = None, log: Optional[logging.Logger] = None,
-                 anneal_finetune_lr: bool = True):
+                 anneal_finetune_lr: bool = True, neuron_weights: Optional[dict[str, nn.Parameter]] = None,
+                 neuron_share: float = 0.5):
         self.model = model
         self.regularizer = regularizer
         self.threshold_params = threshold_params
         self.stat_weights = stat_weights
+        # threshold "neurons+parameters": each round first zeroes whole neurons of these weights (the
+        # prunable layers) within neuron_share of the tolerated loss rise, then thresholds parameters.
+        self.neuron_weights = neuron_weights
+        self.neuron_share = neuron_share
         self.input_shape = tuple(input_shape)
         self.head = head
         self.twt = twt
@@ -255,14 +317,31 @@ class PruningSchedule(TrainHook):
         return evaluate(self.model, loop.data.x_val, loop.data.y_val)["loss"]
 
     def threshold_round(self, loop, epoch: int) -> dict:
-        """One bisection round on the current model; applies the threshold found for good."""
+        """One bisection round on the current model; applies the threshold found for good.
+
+        With neuron weights (threshold "neurons+parameters"), a neuron bisection with the bound
+        loss * (1 + neuron_share * twt) comes first, then the parameter bisection with the round's
+        bound loss * (1 + twt) on what is left: the round as a whole meets the paper's bound.
+        """
         before = self._validation_loss(loop)
         bound = _finite_or_inf(before) * (1.0 + self.twt)
+        record = {"epoch": epoch, "val_loss_before": before, "bound": bound}
+        if self.neuron_weights:
+            neuron_bound = _finite_or_inf(before) * (1.0 + self.neuron_share * self.twt)
+            found = bisect_neuron_threshold(list(self.neuron_weights.values()), lambda: self._validation_loss(loop),
+                                            neuron_bound)
+            if found is not None:
+                record.update({"neuron_threshold": found.threshold, "neuron_bound": neuron_bound,
+                               "neurons_zeroed": zero_neurons_below_(list(self.neuron_weights.values()),
+                                                                     found.threshold),
+                               "val_loss_after_neurons": found.val_loss, "neuron_evaluations": found.evaluations})
+            else:
+                record.update({"neuron_threshold": 0.0, "neurons_zeroed": 0})
         params = list(self.threshold_params.values())
         search = bisect_threshold(params, list(self.stat_weights.values()), lambda: self._validation_loss(loop), bound)
-        record = {"epoch": epoch, "val_loss_before": before, "bound": bound}
         if search is None:
-            record.update({"threshold": 0.0, "zeroed": 0, "val_loss_after": before, "evaluations": 0})
+            record.update({"threshold": 0.0, "zeroed": 0, "evaluations": 0,
+                           "val_loss_after": record.get("val_loss_after_neurons", before)})
             return record
         zeroed = zero_below_(params, search.threshold)
         record.update({"threshold": search.threshold, "zeroed": zeroed, "val_loss_after": search.val_loss,
@@ -289,8 +368,13 @@ class PruningSchedule(TrainHook):
                     metrics["threshold"] = record["threshold"]
                     metrics["val_loss_after_threshold"] = record["val_loss_after"]
                     self.detector.reset(record["val_loss_after"], self.model)
-                    self.log.info("epoch %d: plateau, threshold %.3g zeroed %d values, val loss %.4f -> %.4f "
-                                  "(bound %.4f, %d evaluations)", epoch, record["threshold"], record["zeroed"],
+                    if "neurons_zeroed" in record:
+                        metrics["neurons_zeroed"] = record["neurons_zeroed"]
+                    self.log.info("epoch %d: plateau, %sthreshold %.3g zeroed %d values, val loss %.4f -> %.4f "
+                                  "(bound %.4f, %d evaluations)", epoch,
+                                  f"neuron threshold {record['neuron_threshold']:.3g} zeroed "
+                                  f"{record['neurons_zeroed']} neurons, " if "neurons_zeroed" in record else "",
+                                  record["threshold"], record["zeroed"],
                                   record["val_loss_before"], record["val_loss_after"], record["bound"],
                                   record["evaluations"])
             self.mask.refresh()

@@ -31,6 +31,11 @@ backward gives each sample's own derivative; "batch" keeps the derivative throug
 statistics (potatura <= 0.1). Models without BatchNorm in training mode are the same either way
 and pay nothing extra.
 
+potatura's variants (off by default; docs/algorithms.md section 3): normalize "layer-max" uses
+relu(1 - S_n / max_m S_m) over the layer's neurons (the paper's S is <= 0.008 on a trained LeNet-5,
+so relu(1 - S) ~ 1 for every neuron); every N > 1 computes the sensitivity every N-th step and
+shrinks with the latest one in between.
+
 NeuronLOBSTER (the variant in the same reference code) uses the loss instead of the outputs:
 s_n = |EMA_0.9(mean over batch and positions of the per-sample dL/dz_n)|, Ins_n = relu(1 - s_n),
 and shrinks the neuron's bias too. It needs no extra backward: a tensor hook reads dL/dz during
@@ -91,6 +96,12 @@ def local_insensitivity(psps: list[torch.Tensor]) -> list[torch.Tensor]:
 def insensitivity(sensitivity: torch.Tensor) -> torch.Tensor:
     """relu(1 - S)."""
     return (1.0 - sensitivity).clamp_(min=0.0)
+
+
+def layer_max_normalized(sensitivity: torch.Tensor) -> torch.Tensor:
+    """S / max S over the layer's neurons (potatura's variant "layer-max"; all-zero stays zero)."""
+    top = sensitivity.max() if sensitivity.numel() else sensitivity.new_zeros(())
+    return sensitivity / top if float(top) > 0 else sensitivity
 
 
 @torch.no_grad()
@@ -192,12 +203,21 @@ class SereneRegularizer(TrainHook):
     """
 
     def __init__(self, model: nn.Module, lmbda: float, sensitivity: str = "bounded", head: Optional[str] = None,
-                 ema_decay: float = 0.9, batched_full: bool = True, bn_sensitivity: str = "per-sample"):
+                 ema_decay: float = 0.9, batched_full: bool = True, bn_sensitivity: str = "per-sample",
+                 normalize: str = "none", every: int = 1):
         if sensitivity not in ("bounded", "full", "local", "neuron-lobster"):
             raise ValueError(f"unknown SeReNe sensitivity {sensitivity!r}")
         if bn_sensitivity not in ("per-sample", "batch"):
             raise ValueError(f"unknown BatchNorm sensitivity mode {bn_sensitivity!r} (per-sample | batch)")
+        if normalize not in ("none", "layer-max"):
+            raise ValueError(f"unknown sensitivity normalization {normalize!r} (none | layer-max)")
+        if every < 1:
+            raise ValueError(f"sensitivity_every must be >= 1, got {every}")
         self.bn_sensitivity = bn_sensitivity
+        self.normalize = normalize
+        self.every = int(every)
+        self._steps = 0
+        self._latest: Optional[list[torch.Tensor]] = None  # the insensitivity reused between computations
         self.model = model
         self.lmbda = float(lmbda)
         self.sensitivity = sensitivity
@@ -220,6 +240,11 @@ class SereneRegularizer(TrainHook):
         self.neuron_insensitivity = None
         if not self.enabled or self.lmbda == 0:
             return
+        if self.sensitivity in ("bounded", "full") and self.every > 1:
+            step, self._steps = self._steps, self._steps + 1
+            if step % self.every and self._latest is not None:
+                self.neuron_insensitivity = self._latest
+                return
         if self.sensitivity in ("bounded", "full") and self.bn_sensitivity == "per-sample" \
                 and has_training_batchnorm(self.model):
             # The paper's per-sample derivative: a forward with the batch statistics held fixed
@@ -227,10 +252,13 @@ class SereneRegularizer(TrainHook):
             with FixedBatchStatistics(self.model):
                 logits = self.model(x)
         psps = self.recorder.ordered()
-        if self.sensitivity == "bounded":
-            self.neuron_insensitivity = [insensitivity(s) for s in bounded_sensitivity(logits, psps)]
-        elif self.sensitivity == "full":
-            self.neuron_insensitivity = [insensitivity(s) for s in full_sensitivity(logits, psps, self.batched_full)]
+        if self.sensitivity in ("bounded", "full"):
+            sens = (bounded_sensitivity(logits, psps) if self.sensitivity == "bounded"
+                    else full_sensitivity(logits, psps, self.batched_full))
+            if self.normalize == "layer-max":
+                sens = [layer_max_normalized(s) for s in sens]
+            self.neuron_insensitivity = [insensitivity(s) for s in sens]
+            self._latest = self.neuron_insensitivity if self.every > 1 else None
         elif self.sensitivity == "local":
             self.neuron_insensitivity = local_insensitivity(psps)
 
@@ -263,13 +291,21 @@ class SereneRegularizer(TrainHook):
 
     def on_shrink(self, loop, removal: dict) -> None:
         """NeuronLOBSTER's running means follow the neurons shrinking during training kept."""
+        self._latest = None  # sized for the neurons before the shrink: recomputed at the next step
         for name, (_, keep, _, _) in removal.items():
             if name in self.ema:
                 self.ema[name] = self.ema[name][keep.to(self.ema[name].device)]
 
     def state_dict(self) -> dict:
-        return {"enabled": self.enabled, "ema": {k: v.clone() for k, v in self.ema.items()}}
+        state = {"enabled": self.enabled, "ema": {k: v.clone() for k, v in self.ema.items()}}
+        if self.every > 1:
+            state["steps"] = self._steps
+            state["latest"] = [t.clone() for t in self._latest] if self._latest is not None else None
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.enabled = bool(state.get("enabled", True))
         self.ema = {k: v.clone() for k, v in state.get("ema", {}).items()}
+        self._steps = int(state.get("steps", 0))
+        latest = state.get("latest")
+        self._latest = [t.clone() for t in latest] if latest is not None else None

@@ -140,6 +140,12 @@ def method_description(cfg) -> str:
     else:
         sens = f" ({cfg.sensitivity} sensitivity)" if cfg.method == "serene" else ""
         text = f"method {cfg.method}{sens}, lambda {cfg.lmbda:g}, pwe {cfg.pwe}, twt {cfg.twt:g}"
+        if cfg.threshold != "parameters":
+            text += f", threshold {cfg.threshold} (neuron share {cfg.neuron_share:g})"
+        if cfg.method == "serene" and cfg.sensitivity_norm != "none":
+            text += f", sensitivity normalized {cfg.sensitivity_norm}"
+        if cfg.method == "serene" and cfg.sensitivity_every > 1:
+            text += f", sensitivity every {cfg.sensitivity_every} steps"
     if cfg.neq is not None:
         text += f", NEq eps {cfg.neq.eps:g} mu {cfg.neq.mu:g} ({cfg.neq.velocity} velocity, {cfg.neq.baseline})"
     if cfg.shrink_every:

@@ -104,7 +104,10 @@ def test_target_stops_pruning_then_finetunes(digits_splits_module):
     assert [h["lr"] for h in result.history[first_ft - 1:]] == pytest.approx([0.05, 0.05, 0.025])
 
 
-@pytest.mark.parametrize("method,extra", [("serene", {}), ("serene", {"sensitivity": "full"}), ("lobster", {})])
+@pytest.mark.parametrize("method,extra", [
+    ("serene", {}), ("serene", {"sensitivity": "full"}), ("lobster", {}),
+    ("serene", {"threshold": "neurons+parameters", "sensitivity_norm": "layer-max", "sensitivity_every": 3}),
+])
 def test_resume_equals_uninterrupted(tmp_path, digits_splits_module, method, extra):
     data = digits_splits_module
     cfg = _cfg(method=method, epochs=14, finetune_epochs=2, lr_schedule="plateau", lr_patience=1, lr_cooldown=0,

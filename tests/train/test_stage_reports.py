@@ -56,6 +56,12 @@ def test_dense_run_describes_no_pruning_hyperparameters():
     assert "lambda" not in dense and "pwe" not in dense and "twt" not in dense
     assert "lambda 0.01" in method_description(TrainConfig(method="serene"))
     assert "NEq eps 0.001" in method_description(TrainConfig(method="none", neq={}))
+    plain = method_description(TrainConfig(method="serene"))
+    assert "threshold" not in plain and "normalized" not in plain and "every" not in plain
+    variant = method_description(TrainConfig(method="serene", threshold="neurons+parameters", neuron_share=0.4,
+                                             sensitivity_norm="layer-max", sensitivity_every=2))
+    assert variant.endswith(", threshold neurons+parameters (neuron share 0.4), sensitivity normalized layer-max, "
+                            "sensitivity every 2 steps")
 
 
 def test_progress_moves_to_the_resumed_epoch():
@@ -96,3 +102,24 @@ def test_potatura_train_neq_and_shrink_flags(tmp_path):
     assert summary["shrink"]["events"][0]["removed"] == {"conv1": 2, "conv2": 4, "fc1": 8}
     assert "mean_frozen_pct" in summary["neq"]
     assert summary["neurons_per_layer"]["conv1"] == [2, 4]  # model.pt expanded back: 2 of 4 alive
+
+
+def test_potatura_train_threshold_and_sensitivity_norm_flags(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "flow.yaml"
+    path.write_text(FLOW.format(runs=tmp_path / "runs", method="serene", epochs=16) + "  lmbda: 0.01\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "potatura", "train", str(path)]
+    bad = subprocess.run(cmd + ["--threshold", "neurons"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "train.threshold: got 'neurons'; accepted values:" in bad.stderr
+    res = subprocess.run(cmd + ["--threshold", "neurons+parameters", "--sensitivity-norm", "layer-max"],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "runs" / "r" / "train" / "summary.json").read_text())
+    hyper = summary["hyperparameters"]
+    assert (hyper["threshold"], hyper["sensitivity_norm"]) == ("neurons+parameters", "layer-max")
+    rounds = summary["pruning_rounds"]
+    assert rounds and all("neuron_threshold" in r and r["val_loss_after"] <= r["bound"] * (1 + 1e-9) for r in rounds)

@@ -72,3 +72,22 @@ def test_preset_conflict_is_a_config_error():
 def test_finetune_default_shrinks_with_a_short_budget():
     assert TrainConfig(epochs=8).effective_finetune_epochs() == 2  # unset: at most a quarter
     assert TrainConfig(epochs=8, finetune_epochs=5).effective_finetune_epochs() == 5
+
+
+def test_shipped_fashion_flow_trains_the_configuration_of_the_readme_row():
+    # README "Training", row "the preset": measured with exactly these values; the shipped flow
+    # file must not override any of them (issue 16: a flow's epochs once overrode the preset's).
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "flows" / "fashion-lenet5.yaml")
+    resolved, name = resolve_train_config(cfg.train, cfg.model.name, cfg.data.dataset)
+    assert name == "lenet5/fashion-mnist"
+    got = {k: getattr(resolved, k) for k in ("method", "sensitivity", "epochs", "batch_size", "lr", "momentum",
+                                             "lr_schedule", "lmbda", "pwe", "twt", "threshold", "neuron_share",
+                                             "sensitivity_norm", "sensitivity_every", "shrink_every")}
+    assert got == {"method": "serene", "sensitivity": "bounded", "epochs": 60, "batch_size": 100, "lr": 0.05,
+                   "momentum": 0.9, "lr_schedule": "constant", "lmbda": 1e-3, "pwe": 3, "twt": 0.1,
+                   "threshold": "neurons+parameters", "neuron_share": 0.5, "sensitivity_norm": "layer-max",
+                   "sensitivity_every": 2, "shrink_every": 5}
+    assert resolved.effective_finetune_epochs() == 10 and cfg.seed == 0
