@@ -151,6 +151,37 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def write_results(rows, out, dataset, args, dense_cfg, finetune_epochs, gradual_over, data, started, final):
+    """study.md, study.json (and the plot when final): written after every row, so that a long run
+    can be watched and a stopped one keeps what it measured."""
+    wall = time.perf_counter() - started
+    mode = "QUICK" if args.quick else "full"
+    title = f"LeNet-5 on {dataset}: one-shot magnitude vs gradual pruning ({mode})"
+    if final:
+        plot(rows, out / "oneshot_vs_gradual.png", title)
+    lines = [f"### {title}" + ("" if final else " (PARTIAL: the run is still going or was stopped)"), "",
+             "| method | target params % | params remaining % | neurons remaining % | test error % | "
+             "mean PSP entropy (bits) conv1 / conv2 / fc1 | sharpness (loss rise, alpha 0.05) | pruning ended |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ent = " / ".join(f"{v:.2f}" if v is not None else "-" for v in r["entropy_bits"].values())
+        lines.append(f"| {r['method']} | {r['target_pct']:g} | {r['parameters_pct']:.2f} | {r['neurons_pct']:.1f} | "
+                     f"{r['test_error_pct']:.2f} | {ent} | {r['sharpness']:.4f} | {r.get('pruning_ended') or '-'} |")
+    lines += ["", f"Measured (test split for error and entropy, {min(2000, len(data.y_train))} training samples for "
+              f"sharpness); {mode} mode: dense {dense_cfg.epochs} epochs, one-shot fine-tunes {finetune_epochs} epochs, "
+              f"gradual runs stop at the target or the budget ({gradual_over.get('epochs', 'the preset')} epochs; a "
+              f"run that ended on its budget is reused for the lower targets). PSP entropy: at most 10 bits "
+              f"(10 classes), alive units only. "
+              f"Wall time {wall:.0f} s, torch {args.threads} thread(s), CPU.",
+              f"Plot: {out / 'oneshot_vs_gradual.png'}" if final else "Plot: drawn when the run ends."]
+    text = "\n".join(lines)
+    if final:
+        print()
+        print(text)
+    (out / "study.md").write_text(text + "\n")
+    (out / "study.json").write_text(json.dumps({"title": title, "rows": rows, "final": final}, indent=1))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="digits, targets 10/3/1.5%%, short dense and one-shot budgets (~3 min)")
@@ -198,6 +229,11 @@ def main(argv=None) -> int:
     dense, _, _ = train(data, dense_cfg)
     rows.append({"method": "dense", "target_pct": 100.0, **measure(dense, data)})
     print(f"[{time.perf_counter() - started:5.0f} s] dense: error {rows[-1]['test_error_pct']:.2f}%", flush=True)
+
+    def partial():
+        write_results(rows, out, dataset, args, dense_cfg, finetune_epochs, gradual_over, data, started, final=False)
+
+    partial()
     dense_state = {k: v.clone() for k, v in dense.state_dict().items()}
     # Fine-tuning after the one-shot cut: the dense run's LR, constant, annealed by the cosine schedule.
     ft_cfg = dense_cfg.model_copy(update={"epochs": finetune_epochs, "lr_schedule": "cosine"})
@@ -207,6 +243,7 @@ def main(argv=None) -> int:
         rows.append({"method": "one-shot", "target_pct": target, **measure(model, data)})
         print(f"[{time.perf_counter() - started:5.0f} s] one-shot {target}%: error {rows[-1]['test_error_pct']:.2f}% "
               f"params {rows[-1]['parameters_pct']:.2f}%", flush=True)
+        partial()
         for method, name in (("serene", "SeReNe"), ("lobster", "LOBSTER")):
             if name in budget_ended:
                 # A run that ended on its epoch budget short of a higher target is the same run for a
@@ -222,30 +259,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"[{time.perf_counter() - started:5.0f} s] {name} {target}%: error {row['test_error_pct']:.2f}% "
                   f"params {row['parameters_pct']:.2f}% ({row['pruning_ended']})", flush=True)
-    wall = time.perf_counter() - started
-    mode = "QUICK" if args.quick else "full"
-    title = f"LeNet-5 on {dataset}: one-shot magnitude vs gradual pruning ({mode})"
-    plot(rows, out / "oneshot_vs_gradual.png", title)
-    lines = [f"### {title}", "",
-             "| method | target params % | params remaining % | neurons remaining % | test error % | "
-             "mean PSP entropy (bits) conv1 / conv2 / fc1 | sharpness (loss rise, alpha 0.05) | pruning ended |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ent = " / ".join(f"{v:.2f}" if v is not None else "-" for v in r["entropy_bits"].values())
-        lines.append(f"| {r['method']} | {r['target_pct']:g} | {r['parameters_pct']:.2f} | {r['neurons_pct']:.1f} | "
-                     f"{r['test_error_pct']:.2f} | {ent} | {r['sharpness']:.4f} | {r.get('pruning_ended') or '-'} |")
-    lines += ["", f"Measured (test split for error and entropy, {min(2000, len(data.y_train))} training samples for "
-              f"sharpness); {mode} mode: dense {dense_cfg.epochs} epochs, one-shot fine-tunes {finetune_epochs} epochs, "
-              f"gradual runs stop at the target or the budget ({gradual_over.get('epochs', 'the preset')} epochs; a "
-              f"run that ended on its budget is reused for the lower targets). PSP entropy: at most 10 bits "
-              f"(10 classes), alive units only. "
-              f"Wall time {wall:.0f} s, torch {args.threads} thread(s), CPU.",
-              f"Plot: {out / 'oneshot_vs_gradual.png'}"]
-    text = "\n".join(lines)
-    print()
-    print(text)
-    (out / "study.md").write_text(text + "\n")
-    (out / "study.json").write_text(json.dumps({"title": title, "rows": rows}, indent=1))
+            partial()
+    write_results(rows, out, dataset, args, dense_cfg, finetune_epochs, gradual_over, data, started, final=True)
     return 0
 
 
