@@ -13,6 +13,10 @@ best weights; a plateau then starts one threshold round:
     bisect: c = (a + b) / 2, a = c if L(c) <= B else b = c, until |L(a) - L(b)| < 0.05 B or c
     moves by <= 1e-10; apply T = a for good: p <- 0 where |p| < T.
 
+With `threshold: neurons+parameters` (potatura's variant, docs/algorithms.md section 3) a round
+first runs the same bisection on the L2 norms of the prunable neurons' incoming weights (zeroing
+whole neurons) with the bound L_val * (1 + neuron_share * TWT), then the parameter round above.
+
 L(T) is the validation loss with every thresholded parameter below T zeroed (then restored).
 T = a always meets the bound (L(T_min) is the current loss). After a round the detector's best
 becomes the pruned model, so a later rollback never brings pruned weights back; rollbacks also
