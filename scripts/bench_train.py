@@ -34,6 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -170,7 +171,7 @@ def run_row(job: dict) -> dict:
 
 
 def timing_pass(dataset: str, data_opts: dict, device: str, threads: int, batches: int, rounds: int,
-                counts: dict, rows: tuple = ROWS) -> dict:
+                counts: Optional[dict], rows: tuple = ROWS) -> dict:
     """Seconds per training epoch of each method, from `batches` minibatches timed `rounds` times,
     the methods alternating so that CPU contention hits them alike. Minimum over rounds."""
     import torch
@@ -472,9 +473,9 @@ def main(argv=None) -> int:
             print(f"[{time.perf_counter() - started:6.0f} s] {d} magnitude-oneshot: error {r['test_error_pct']:.2f}% "
                   f"params {r['parameters_pct']:.2f}% neurons {layer_counts(r['neurons'])}", flush=True)
     for d in datasets:
-        pruned = results[d].get("serene-bounded") or results[d].get("serene-paper")
-        counts = ({k: max(1, v[0]) for k, v in pruned["neurons"].items() if k != "fc2"} if pruned
-                  else {"conv1": 10, "conv2": 25, "fc1": 250})
+        # keep_neurons of the magnitude-oneshot row (which needs serene-bounded); unused without it
+        counts = ({k: max(1, v[0]) for k, v in results[d]["serene-bounded"]["neurons"].items() if k != "fc2"}
+                  if "magnitude-oneshot" in rows else None)
         timing = timing_pass(d, settings[d]["data"], args.device, args.timing_threads, args.timing_batches,
                              args.timing_rounds, counts, rows)
         all_results[d] = {"rows": results[d], "timing": timing, "note": settings[d]["note"]}

@@ -141,9 +141,26 @@ class ThresholdSearch:
     trials: list = field(default_factory=list)  # [(T, loss)] in the order tried
 
 
-def _bisect(t_min: float, t_mean: float, t_max: float, loss_at: Callable[[float], float], bound: float,
-            rel_tol: float, min_step: float, max_trials: int, trials: list) -> tuple[float, float]:
-    """The paper's bisection on any monotone "zero what is below T" operation: returns (T, loss(T))."""
+@torch.no_grad()
+def _search(tensors: Sequence[torch.Tensor], stats: Optional[tuple[float, float, float]],
+            zero_below: Callable[[Sequence[torch.Tensor], float], int], val_loss: Callable[[], float], bound: float,
+            rel_tol: float, min_step: float, max_trials: int) -> Optional[ThresholdSearch]:
+    """The paper's bisection for any "zero what is below T" operation on `tensors`, with the
+    statistics (T_min, T_mean, T_max) it starts from. Every trial restores the tensors."""
+    if stats is None:
+        return None
+    t_min, t_mean, t_max = stats
+    backup = [t.detach().clone() for t in tensors]
+    trials: list[tuple[float, float]] = []
+
+    def loss_at(t: float) -> float:
+        zero_below(tensors, t)
+        loss = _finite_or_inf(float(val_loss()))
+        for p, b in zip(tensors, backup):
+            p.copy_(b)
+        trials.append((t, loss))
+        return loss
+
     loss_mean = loss_at(t_mean)
     if loss_mean <= bound:
         a, b, loss_a, loss_b = t_mean, t_max, loss_mean, loss_at(t_max)
@@ -160,10 +177,9 @@ def _bisect(t_min: float, t_mean: float, t_max: float, loss_at: Callable[[float]
             a, loss_a = c, loss_c
         else:
             b, loss_b = c, loss_c
-    return a, loss_a
+    return ThresholdSearch(a, loss_a, bound, len(trials), t_min, t_mean, t_max, trials)
 
 
-@torch.no_grad()
 def bisect_threshold(params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], val_loss: Callable[[], float],
                      bound: float, rel_tol: float = 0.05, min_step: float = 1e-10, max_trials: int = 64,
                      ) -> Optional[ThresholdSearch]:
@@ -173,23 +189,7 @@ def bisect_threshold(params: Sequence[torch.Tensor], weights: Sequence[torch.Ten
     val_loss(): the validation loss of the model as it is. Leaves params unchanged. None when
     every weight is already zero.
     """
-    stats = magnitude_statistics(weights)
-    if stats is None:
-        return None
-    t_min, t_mean, t_max = stats
-    backup = [p.detach().clone() for p in params]
-    trials: list[tuple[float, float]] = []
-
-    def loss_at(t: float) -> float:
-        zero_below_(params, t)
-        loss = _finite_or_inf(float(val_loss()))
-        for p, b in zip(params, backup):
-            p.copy_(b)
-        trials.append((t, loss))
-        return loss
-
-    a, loss_a = _bisect(t_min, t_mean, t_max, loss_at, bound, rel_tol, min_step, max_trials, trials)
-    return ThresholdSearch(a, loss_a, bound, len(trials), t_min, t_mean, t_max, trials)
+    return _search(params, magnitude_statistics(weights), zero_below_, val_loss, bound, rel_tol, min_step, max_trials)
 
 
 def neuron_norms(weight: torch.Tensor) -> torch.Tensor:
@@ -215,7 +215,6 @@ def zero_neurons_below_(weights: Iterable[torch.Tensor], threshold: float) -> in
     return zeroed
 
 
-@torch.no_grad()
 def bisect_neuron_threshold(weights: Sequence[torch.Tensor], val_loss: Callable[[], float], bound: float,
                             rel_tol: float = 0.05, min_step: float = 1e-10, max_trials: int = 64,
                             ) -> Optional[ThresholdSearch]:
@@ -223,23 +222,8 @@ def bisect_neuron_threshold(weights: Sequence[torch.Tensor], val_loss: Callable[
     of a neuron's incoming weights such that zeroing every neuron below T keeps the validation loss
     <= bound. Statistics over the live neurons of `weights` (the prunable layers, not the head).
     Leaves the weights unchanged; None when no neuron is alive."""
-    stats = neuron_norm_statistics(weights)
-    if stats is None:
-        return None
-    t_min, t_mean, t_max = stats
-    backup = [w.detach().clone() for w in weights]
-    trials: list[tuple[float, float]] = []
-
-    def loss_at(t: float) -> float:
-        zero_neurons_below_(weights, t)
-        loss = _finite_or_inf(float(val_loss()))
-        for w, b in zip(weights, backup):
-            w.copy_(b)
-        trials.append((t, loss))
-        return loss
-
-    a, loss_a = _bisect(t_min, t_mean, t_max, loss_at, bound, rel_tol, min_step, max_trials, trials)
-    return ThresholdSearch(a, loss_a, bound, len(trials), t_min, t_mean, t_max, trials)
+    return _search(weights, neuron_norm_statistics(weights), zero_neurons_below_, val_loss, bound, rel_tol,
+                   min_step, max_trials)
 
 
 class PruningSchedule(TrainHook):
